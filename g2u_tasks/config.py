@@ -1,0 +1,99 @@
+"""Run configuration (DESIGN §7): YAML validated by pydantic, with `--set key=value` overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from g2u_tasks.records import MODES, canonical_json, sha256_hex
+
+
+class ModelSpec(BaseModel):
+    """A generator or understander: backend + model id (local path or hub id) + params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    model: str | None = None
+    revision: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Name of a small offline model the project can build at `model` when the path is missing.
+    build: str | None = None
+    trust_remote_code: bool = False
+
+    def cache_key(self) -> str:
+        return canonical_json(self.model_dump())
+
+    def label(self) -> str:
+        return f"{self.backend}:{self.model}" if self.model else self.backend
+
+
+class BenchmarkSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str
+    question_type: Literal["mcq", "yes_no", "open", "numeric"] | None = None
+    limit: int | None = None
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = "file://.g2u/store"
+    warehouse: str = ".g2u/warehouse.duckdb"
+    benchmarks: list[BenchmarkSpec]
+    families: list[str] = ["detail_enhancement", "context_expansion", "structural_visualisation", "identity"]
+    families_dir: str | None = None  # extra family YAML files, searched before the built-ins
+    modes: list[Literal["baseline", "concat", "replace"]] = list(MODES)
+    prompt_source: Literal["template", "self", "planner"] = "template"
+    seeds: list[int] = [0]
+    generator: ModelSpec = ModelSpec(backend="reference")
+    understander: ModelSpec
+    batch_size: int = Field(16, ge=1)
+    run_id: str | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("families")
+    @classmethod
+    def _unique_families(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"families listed twice: {v}")
+        return v
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (the run id is derived from it)."""
+        body = self.model_dump(exclude={"run_id", "warehouse"})
+        return sha256_hex(canonical_json(body))[:12]
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node: Any = data
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(p)]
+        else:
+            node = node.setdefault(p, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config and apply `key.sub=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ValueError(f"--set expects key=value, got {ov!r}")
+        key, raw = ov.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return RunConfig.model_validate(data)

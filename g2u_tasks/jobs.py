@@ -1,0 +1,102 @@
+"""Job steps as plain functions (no Prefect): flows/ wraps them with tasks, batching and logging."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import polars as pl
+import pyarrow as pa
+
+from g2u_tasks import warehouse
+from g2u_tasks.benchmarks import load_benchmark
+from g2u_tasks.config import RunConfig
+from g2u_tasks.families import EditFamily, load_families
+from g2u_tasks.metrics import compute_metrics
+from g2u_tasks.quarantine import quarantine_row, quarantine_table
+from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
+from g2u_tasks.store import ThoughtStore
+from g2u_tasks.validation import validate
+
+RUN_FILES = ("items", "predictions", "quarantine")
+
+
+def open_store(cfg: RunConfig) -> ThoughtStore:
+    return ThoughtStore(cfg.store, storage_options=cfg.storage_options or None)
+
+
+def families_of(cfg: RunConfig) -> list[EditFamily]:
+    return load_families(cfg.families, cfg.families_dir)
+
+
+def load_items(cfg: RunConfig) -> list[Item]:
+    items: list[Item] = []
+    for b in cfg.benchmarks:
+        items.extend(load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit,
+                                    storage_options=cfg.storage_options or None))
+    return items
+
+
+def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]]:
+    """Items passing the `items` suite, and quarantine rows (with reasons) for the rest."""
+    good, bad = validate("items", pl.from_arrow(items_table(items)))
+    keep = set(zip(good["benchmark"], good["item_id"]))
+    rows = [
+        quarantine_row(run_id, "items", r["benchmark"], r["item_id"], f"{r['benchmark']}/{r['item_id']}: {r['reasons']}",
+                       {k: v for k, v in r.items() if k != "reasons"})
+        for r in bad.iter_rows(named=True)
+    ]
+    return [it for it in items if (it.benchmark, it.item_id) in keep], rows
+
+
+def run_id_for(cfg: RunConfig, dataset_version: int | None) -> str:
+    """Deterministic: the same config on the same dataset version is the same run (idempotent reruns)."""
+    return cfg.run_id or f"{cfg.fingerprint()}-v{dataset_version if dataset_version is not None else 'none'}"
+
+
+def run_row(cfg: RunConfig, run_id: str, dataset_version: int | None, started_at: datetime,
+            understander_name: str, notes: str | None, n_items: int, generated: int, reused: int) -> pa.Table:
+    return pa.Table.from_pylist([{
+        "run_id": run_id, "started_at": started_at, "finished_at": datetime.now(timezone.utc),
+        "config_json": canonical_json(cfg.model_dump()), "dataset_version": dataset_version,
+        "generator": cfg.generator.label(), "understander": understander_name, "notes": notes,
+        "n_items": n_items, "n_thoughts_generated": generated, "n_thoughts_reused": reused, "status": "completed",
+    }], schema=RUNS_SCHEMA)
+
+
+def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, run: pa.Table) -> dict[str, int]:
+    """Validate the run's outputs with Great Expectations, compute metrics, load the warehouse.
+
+    Rows failing a suite go to `quarantine` with their reasons; nothing is dropped silently."""
+    store = open_store(cfg)
+    items = store.read_run_table(run_id, "items")
+    predictions = store.read_run_table(run_id, "predictions")
+    quarantined = store.read_run_table(run_id, "quarantine")
+    manifest = store.manifest(dataset_version) if dataset_version is not None else store.manifest()
+    # the thoughts this run's items use, at the pinned version
+    thoughts = manifest.join(items.select("benchmark", "item_id"), on=["benchmark", "item_id"], how="semi")
+    thoughts = thoughts.with_columns(pl.lit(dataset_version, pl.Int64).alias("dataset_version"))
+
+    extra = []
+    good = {}
+    for table, frame in (("thoughts", thoughts), ("predictions", predictions)):
+        ok, bad = validate(table, frame)
+        good[table] = ok
+        extra += [quarantine_row(run_id, table, r.get("benchmark"), r.get("item_id"), r["reasons"],
+                                 {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
+                  for r in bad.iter_rows(named=True)]
+    metrics, bad_metrics = validate("metrics", pl.from_arrow(compute_metrics(good["predictions"])))
+    extra += [quarantine_row(run_id, "metrics", r["benchmark"], None, r["reasons"],
+                             {k: v for k, v in r.items() if k != "reasons"}) for r in bad_metrics.iter_rows(named=True)]
+    run_ok, run_bad = validate("runs", pl.from_arrow(run))
+    if not run_bad.is_empty():
+        raise ValueError(f"run {run_id}: run record fails validation: {run_bad['reasons'][0]}")
+    all_quarantine = pl.concat([quarantined, pl.from_arrow(quarantine_table(extra))], how="vertical_relaxed")
+    con = warehouse.connect(cfg.warehouse)
+    try:
+        # quarantine rows of earlier loads of this run are replaced as a whole
+        con.execute("DELETE FROM quarantine WHERE run_id = ?", [run_id])
+        return warehouse.load(con, {
+            "items": items, "thoughts": good["thoughts"], "predictions": good["predictions"],
+            "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
+        })
+    finally:
+        con.close()

@@ -1,0 +1,4 @@
+-- What was kept out of the results, and why? Quarantined rows per run, stage, benchmark and reason.
+SELECT run_id, stage, benchmark, item_id, reason
+FROM quarantine
+ORDER BY run_id, stage, benchmark, item_id;

@@ -1,0 +1,140 @@
+"""End to end: g2u_pipeline under Prefect's test harness, with a broken benchmark file mixed in."""
+import base64
+import io
+import os
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from g2u_tasks.config import RunConfig
+from g2u_tasks.families import BUILTINS
+from g2u_tasks.store import ThoughtStore
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _b64_png(colour) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _broken_benchmark(path: Path) -> None:
+    pd.DataFrame({
+        "index": [0, 1, 2, 3],
+        "image": [_b64_png("red"), _b64_png("blue"), base64.b64encode(b"not an image at all" * 8).decode(),
+                  _b64_png("green")],
+        "question": ["Is it red? Please answer yes or no."] * 4,
+        "answer": ["Yes", "No", "Yes", None],
+        "category": ["colour"] * 4,
+    }).to_csv(path, sep="\t", index=False)
+
+
+@pytest.fixture(scope="module")
+def run_env(tmp_path_factory, prefect_harness, tiny_llava):
+    root = tmp_path_factory.mktemp("e2e")
+    _broken_benchmark(root / "Broken.tsv")
+    cfg = {
+        "store": f"file://{root / 'store'}",
+        "warehouse": str(root / "wh.duckdb"),
+        "benchmarks": [
+            {"name": "DemoShapes", "source": str(REPO / "data/demo/DemoShapes.tsv"), "limit": 6},
+            {"name": "DemoYesNo", "source": str(REPO / "data/demo/DemoYesNo.tsv"), "limit": 6},
+            {"name": "Broken", "source": str(root / "Broken.tsv"), "question_type": "yes_no"},
+        ],
+        "understander": {"backend": "transformers", "model": str(tiny_llava), "params": {"max_new_tokens": 4}},
+        "batch_size": 8,
+    }
+    from flows.pipeline import g2u_pipeline
+
+    first = g2u_pipeline(cfg)
+    return root, cfg, first
+
+
+def _counts(wh: str) -> dict:
+    con = duckdb.connect(wh, read_only=True)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+                for t in ("items", "thoughts", "predictions", "metrics", "runs", "quarantine")}
+    finally:
+        con.close()
+
+
+def test_predictions_cover_every_condition(run_env):
+    root, cfg, first = run_env
+    con = duckdb.connect(cfg["warehouse"], read_only=True)
+    rows = con.execute("""SELECT benchmark, condition, mode, count(*) FROM predictions
+                          GROUP BY ALL ORDER BY ALL""").fetchall()
+    con.close()
+    n_items = {"DemoShapes": 6, "DemoYesNo": 6, "Broken": 2}
+    expected = {(b, "baseline", "baseline", n) for b, n in n_items.items()}
+    expected |= {(b, f, m, n) for b, n in n_items.items() for f in BUILTINS for m in ("concat", "replace")}
+    assert set(rows) == expected
+
+
+def test_one_ok_thought_per_item_and_family(run_env):
+    root, cfg, first = run_env
+    con = duckdb.connect(cfg["warehouse"], read_only=True)
+    per = con.execute("""SELECT benchmark, item_id, family, count(*) FILTER (WHERE status = 'ok') AS ok
+                         FROM thoughts GROUP BY ALL""").fetchall()
+    con.close()
+    assert len(per) == 14 * len(BUILTINS) and all(r[3] == 1 for r in per)
+    assert first["generated"] == 14 * len(BUILTINS) and first["reused"] == 0 and first["dataset_version"] == 0
+
+
+def test_broken_rows_quarantined_with_reasons(run_env):
+    root, cfg, first = run_env
+    con = duckdb.connect(cfg["warehouse"], read_only=True)
+    rows = dict(con.execute("SELECT item_id, reason FROM quarantine WHERE benchmark = 'Broken'").fetchall())
+    scored = con.execute("SELECT count(DISTINCT item_id) FROM predictions WHERE benchmark = 'Broken'").fetchall()
+    con.close()
+    assert set(rows) == {"2", "3"}
+    assert "Broken/2" in rows["2"] and "image unreadable" in rows["2"] and "cannot identify image" in rows["2"]
+    assert "Broken/3" in rows["3"] and "gold answer missing" in rows["3"] and "nan" not in rows["3"]
+    assert scored == [(2,)]  # the two good rows were still answered and scored
+
+
+def test_report_is_printed(run_env):
+    root, cfg, first = run_env
+    assert "gain_pp" in first["report"] and "DemoShapes" in first["report"]
+
+
+def test_rerun_reuses_everything_and_duplicates_nothing(run_env):
+    root, cfg, first = run_env
+    store = ThoughtStore(cfg["store"])
+    blobs = sorted((root / "store/thoughts/blobs").rglob("*.png"))
+    stamps = {p: p.stat().st_mtime_ns for p in blobs}
+    before = _counts(cfg["warehouse"])
+
+    import yaml
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["run", str(root / "cfg.yaml")])
+    assert out.exit_code == 0, out.output
+    assert "0 thought(s) generated, 56 reused" in out.output
+    assert {p: p.stat().st_mtime_ns for p in sorted((root / "store/thoughts/blobs").rglob("*.png"))} == stamps
+    assert store.version() == 0
+    assert _counts(cfg["warehouse"]) == before
+
+
+def test_cli_query_and_report(run_env):
+    root, cfg, first = run_env
+    from flows.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["query", "SELECT count(*) AS n FROM predictions", "-w", cfg["warehouse"], "-f", "json"])
+    assert out.exit_code == 0, out.output
+    assert '"n": 126' in out.output  # 14 items x 9 conditions
+    out = runner.invoke(app, ["report", "quarantine_summary", "-w", cfg["warehouse"], "-f", "csv"])
+    lines = out.output.strip().splitlines()
+    assert out.exit_code == 0 and len(lines) == 3 and all(",items,Broken," in ln for ln in lines[1:])
+    out = runner.invoke(app, ["report", "--list"])
+    assert "gain_over_baseline" in out.output and "fidelity_by_family" in out.output
+    out = runner.invoke(app, ["report", "nope", "-w", cfg["warehouse"]])
+    assert out.exit_code != 0 and "unknown report 'nope'" in str(out.exception)
