@@ -27,7 +27,13 @@ class Generator(Protocol):
 
 
 # backend name -> module that registers it (imported lazily: heavy deps load only when used)
-_BACKEND_MODULES = {"reference": "g2u_tasks.generators.reference"}
+_BACKEND_MODULES = {
+    "reference": "g2u_tasks.generators.reference",
+    "diffusers": "g2u_tasks.generators.diffusers_backend",
+    "openai": "g2u_tasks.generators.openai_backend",
+    "janus": "g2u_tasks.unified.janus",
+    "bagel": "g2u_tasks.unified.bagel",
+}
 _FACTORIES: dict[str, Callable[[ModelSpec], Generator]] = {}
 _LOADED: dict[str, Generator] = {}
 _LOCK = threading.Lock()

@@ -26,7 +26,12 @@ class Understander(Protocol):
 
 # Backends register themselves on import; modules listed here are imported on first use.
 _BACKENDS: dict[str, Callable[[ModelSpec], Understander]] = {}
-_BACKEND_MODULES = {"transformers": "g2u_tasks.understanders.transformers_backend"}
+_BACKEND_MODULES = {
+    "transformers": "g2u_tasks.understanders.transformers_backend",
+    "openai": "g2u_tasks.understanders.openai_backend",
+    "janus": "g2u_tasks.unified.janus",
+    "bagel": "g2u_tasks.unified.bagel",
+}
 
 _instances: dict[str, Understander] = {}
 _lock = threading.RLock()
