@@ -20,7 +20,10 @@ def _batch_definition():
     import great_expectations as gx  # slow import: only when validating
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = ctx.data_sources.add_pandas("g2u").add_dataframe_asset("frame")
     return asset.add_batch_definition_whole_dataframe("whole")
 
@@ -33,6 +36,14 @@ def load_suite(table: str):
     path = EXPECTATIONS_DIR / f"{table}.json"
     data = json.loads(path.read_text())
     return ExpectationSuite(name=data["name"], expectations=[ExpectationConfiguration(**e) for e in data["expectations"]])
+
+
+def _raised(info: dict) -> str | None:
+    """The exception message GE recorded, flat or per metric, if any."""
+    for entry in [info, *info.values()]:
+        if isinstance(entry, dict) and entry.get("raised_exception"):
+            return entry.get("exception_message") or "unknown error"
+    return None
 
 
 def _missing(value) -> bool:
@@ -62,9 +73,9 @@ def validate(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFram
         )
     reasons: dict[int, list[str]] = {}
     for r in result.results:
-        if r.exception_info.get("raised_exception"):
-            raise ValueError(f"table {table}: expectation {r.expectation_config.type} could not run: "
-                             f"{r.exception_info.get('exception_message')}")
+        error = _raised(r.exception_info)
+        if error:
+            raise ValueError(f"table {table}: expectation {r.expectation_config.type} could not run: {error}")
         if r.success:
             continue
         idx = r.result.get("unexpected_index_list") or []
