@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -126,7 +126,8 @@ class OpenAIClient:
         """GET a result URL (`data:` URLs decoded locally); the key goes only to the base URL's origin."""
         if url.startswith("data:"):
             return base64.b64decode(url.split(",", 1)[1])
-        return self.request("GET", urljoin(self.base_url + "/", url), index).content
+        # httpx drops the Authorization header on cross-origin redirects (e.g. to a presigned store URL)
+        return self.request("GET", urljoin(self.base_url + "/", url), index, follow_redirects=True).content
 
     def _json(self, resp: httpx.Response, index: int, path: str) -> dict[str, Any]:
         try:
@@ -138,7 +139,8 @@ class OpenAIClient:
     def map(self, fn: Callable[[int, T], R], items: list[T]) -> list[R]:
         """`fn(index, item)` for every item on the bounded pool; results in input order.
 
-        The first failure (in input order) is raised and requests not yet started are cancelled.
+        On the first failure (in input order) requests not yet started are cancelled, those running
+        are waited for (so nothing from this batch is still in flight), then the failure is raised.
         """
         futures: list[Future[R]] = [self._pool.submit(fn, i, item) for i, item in enumerate(items)]
         try:
@@ -146,6 +148,7 @@ class OpenAIClient:
         except BaseException:
             for f in futures:
                 f.cancel()
+            wait(futures)
             raise
 
     def close(self) -> None:

@@ -16,3 +16,16 @@ def tiny_llava(tmp_path_factory):
     from g2u_tasks.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# tests/gpu runs only where CUDA exists (`python -m pytest tests/gpu` on a GPU machine); elsewhere it
+# is not collected at all rather than reported as skipped.
+collect_ignore = [] if _has_cuda() else ["gpu"]

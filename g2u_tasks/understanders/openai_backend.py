@@ -44,7 +44,8 @@ class OpenAIUnderstander:
         try:
             text = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise OpenAIRequestError(index, "POST /chat/completions", 200, "no choices[0].message in response", 1) from None
+            detail = "no choices[0].message in response"
+            raise OpenAIRequestError(index, "POST /chat/completions", 200, detail, 1) from None
         return (text or "").strip()
 
     def answer(self, batch: list[UnderstandRequest]) -> list[str]:

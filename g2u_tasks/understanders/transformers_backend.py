@@ -1,7 +1,13 @@
-"""Understander backend "transformers": any AutoModelForImageTextToText with a chat-template processor."""
+"""Understander backend "transformers": any AutoModelForImageTextToText with a chat-template processor.
+
+Serves LLaVA(-1.5, -OneVision), Qwen2.5-VL, Qwen3-VL, InternVL, Idefics3/SmolVLM, Gemma 3, ...:
+several images per prompt, greedy decoding, left-padded chunks bucketed by size, the next chunk's
+preprocessing overlapped with the current chunk's generation, and CUDA out-of-memory halving.
+"""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from g2u_tasks.config import ModelSpec
@@ -47,36 +53,77 @@ class TransformersUnderstander:
         self.model.to(self.device).eval()
 
         tok = self.processor.tokenizer
-        tok.padding_side = "left"  # decoder-only generation needs left padding
+        tok.padding_side = "left"  # decoder-only generation needs left padding (also passed per call)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one answer() at a time per instance
+        self._proc_lock = threading.Lock()  # the processor/tokenizer is used from two threads
 
     def _render(self, req: UnderstandRequest) -> str:
         content = [{"type": "image"} for _ in req.images] + [{"type": "text", "text": req.prompt}]
         messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def _generate(self, batch: list[UnderstandRequest]) -> list[str]:
+    def _prepare(self, batch: list[UnderstandRequest]):
+        """Processor outputs (CPU tensors) for one chunk; images nested per prompt."""
+        texts = [self._render(r) for r in batch]
+        images = [[im.convert("RGB") for im in r.images] for r in batch]
+        bos = self.processor.tokenizer.bos_token
+        # A template that already writes BOS must not get a second one (as processor.apply_chat_template does).
+        add_special_tokens = not (bos and all(t.startswith(bos) for t in texts))
+        with self._proc_lock:
+            return self.processor(
+                text=texts, images=images if any(images) else None, padding=True, padding_side="left",
+                add_special_tokens=add_special_tokens, return_tensors="pt",
+            )
+
+    def _generate(self, inputs) -> list[str]:
         import torch
 
-        texts = [self._render(r) for r in batch]
-        images = [im.convert("RGB") for r in batch for im in r.images]
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device, dtype=self.model.dtype)  # casts only float tensors
+        # Floats to the model dtype, everything to the device; a new dict so `inputs` stays on the CPU.
+        feats = {
+            k: v.to(self.device, dtype=self.model.dtype if v.is_floating_point() else None)
+            if torch.is_tensor(v) else v
+            for k, v in inputs.items()
+        }
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]
-        decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+            out = self.model.generate(
+                **feats, max_new_tokens=self.max_new_tokens, do_sample=False,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+            )
+        new_tokens = out[:, feats["input_ids"].shape[1]:].cpu()
+        with self._proc_lock:
+            decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         return [d.strip() for d in decoded]
+
+    def _answer_chunk(self, batch: list[UnderstandRequest], inputs=None) -> list[str]:
+        """Generate one chunk; on CUDA OOM free the cache and retry each half, down to one item."""
+        import torch
+
+        try:
+            return self._generate(inputs if inputs is not None else self._prepare(batch))
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+        # Outside the except block: the failed attempt's GPU tensors are released by now.
+        inputs = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(batch) // 2
+        return self._answer_chunk(batch[:half]) + self._answer_chunk(batch[half:])
 
     def answer(self, batch: list[UnderstandRequest]) -> list[str]:
         # Bucket by size (image count, prompt length) to limit padding; restore input order after.
         order = sorted(range(len(batch)), key=lambda i: (len(batch[i].images), len(batch[i].prompt)))
+        chunks = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         answers: list[str | None] = [None] * len(batch)
-        with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                for i, text in zip(idx, self._generate([batch[i] for i in idx])):
+        with self._lock, ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2u-prep") as pool:
+            # The worker preprocesses chunk k+1 while this thread generates chunk k.
+            pending = pool.submit(self._prepare, [batch[i] for i in chunks[0]]) if chunks else None
+            for k, idx in enumerate(chunks):
+                inputs = pending.result()
+                if k + 1 < len(chunks):
+                    pending = pool.submit(self._prepare, [batch[i] for i in chunks[k + 1]])
+                for i, text in zip(idx, self._answer_chunk([batch[i] for i in idx], inputs)):
                     answers[i] = text
         return answers  # type: ignore[return-value]
