@@ -51,3 +51,13 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(cfg_path, ["seeds"])
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        cfg = load_config(path)
+        assert cfg.benchmarks and cfg.understander.backend in {"transformers", "openai", "bagel", "janus"}, path
