@@ -21,5 +21,8 @@ def compute_metrics(predictions: pl.DataFrame) -> pa.Table:
         pl.len().alias("n"),
     )
     long = agg.unpivot(index=[*keys, "n"], on=["accuracy", "unparsed_rate"], variable_name="metric")
-    long = long.select(*keys, "metric", "value", pl.col("n").cast(pl.Int64)).sort([*keys, "metric"])
+    long = long.select(
+        *keys, "metric", "value", pl.col("n").cast(pl.Int64), pl.lit("fraction").alias("unit"),
+        pl.lit("ok").alias("status"), pl.lit(None, pl.String).alias("note"),
+    ).sort([*keys, "metric"])
     return long.to_arrow().cast(METRICS_SCHEMA)

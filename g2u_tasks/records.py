@@ -168,8 +168,11 @@ METRICS_SCHEMA = pa.schema(
         ("condition", pa.string()),
         ("mode", pa.string()),
         ("metric", pa.string()),
-        ("value", pa.float64()),
+        ("value", pa.float64()),  # null when status is not_computed
         ("n", pa.int64()),
+        ("unit", pa.string()),  # fraction | x100 | sum
+        ("status", pa.string()),  # ok | not_computed
+        ("note", pa.string()),
     ]
 )
 

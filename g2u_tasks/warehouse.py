@@ -45,10 +45,16 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables; add columns that newer schemas introduced (additive migration)."""
     for name in SCHEMAS:
         empty = table_schema(name).empty_table()
         con.register("_empty", empty)
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _empty")
+        have = {r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()}
+        types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _empty").fetchall()}
+        for col in table_schema(name).names:
+            if col not in have:
+                con.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {types[col]}')
         con.unregister("_empty")
 
 
@@ -61,10 +67,11 @@ def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFra
             arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
             arrow = arrow.select(table_schema(name).names).cast(table_schema(name))
             con.register("_new", arrow)
+            cols = ", ".join(f'"{c}"' for c in arrow.schema.names)
             keys = REPLACE_KEYS[name]
             cond = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in keys)
             con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM _new n WHERE {cond})")
-            con.execute(f"INSERT INTO {name} SELECT * FROM _new")
+            con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _new")
             con.unregister("_new")
             written[name] = arrow.num_rows
         con.execute("COMMIT")

@@ -85,3 +85,19 @@ def test_gain_report_computes_gain_over_baseline(tmp_path):
     assert "| benchmark |" in reports.render(frame.drop("run_id"), "md")
     with pytest.raises(FileNotFoundError, match="run `g2u run` first"):
         warehouse.connect(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_older_warehouse_gains_new_columns(tmp_path):
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE metrics (run_id VARCHAR, benchmark VARCHAR, condition VARCHAR, mode VARCHAR, "
+                "metric VARCHAR, value DOUBLE, n BIGINT)")
+    old.execute("INSERT INTO metrics VALUES ('r0', 'B', 'baseline', 'baseline', 'accuracy', 0.5, 2)")
+    old.close()
+    con = warehouse.connect(path)
+    warehouse.load(con, {"metrics": compute_metrics(pl.from_arrow(_preds()))})
+    rows = con.execute("SELECT run_id, status FROM metrics ORDER BY run_id, metric LIMIT 2").fetchall()
+    con.close()
+    assert rows[0] == ("r0", None) and rows[1] == ("r1", "ok")
