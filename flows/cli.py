@@ -108,5 +108,15 @@ def query(sql: str, fmt: FormatOpt = "table", warehouse_path: WarehouseOpt = war
     _show(frame, fmt)
 
 
+def _register_subcommands() -> None:
+    from flows.cli_benchmarks import benchmarks_app
+    from flows.cli_dataset import dataset_app
+
+    app.add_typer(dataset_app, name="dataset", help="Versions, diffs, verification and releases of the thought dataset.")
+    app.add_typer(benchmarks_app, name="benchmarks", help="The benchmarks G2U can load and score.")
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     app()

@@ -45,8 +45,12 @@ def load_benchmark(
     question_type: str | None = None,
     limit: int | None = None,
     storage_options: dict | None = None,
+    prepare_rows: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
 ) -> list[Item]:
-    """Items of benchmark `name` read from `source` (fsspec URI or local path; .tsv, .parquet, .jsonl)."""
+    """Items of benchmark `name` read from `source` (fsspec URI or local path; .tsv, .parquet, .jsonl).
+
+    `prepare_rows`, if given, rewrites the raw rows (all of them, before `limit` for TSV) before items
+    are made: renames, value conversions, derived columns (g2u_tasks/adapters.py)."""
     if question_type is not None and question_type not in QUESTION_TYPES:
         raise ValueError(f"benchmark {name!r}: question_type must be one of {QUESTION_TYPES}, got {question_type!r}")
     options = dict(storage_options or {})
@@ -69,6 +73,11 @@ def load_benchmark(
         raise FileNotFoundError(f"benchmark {name!r}: source file not found: {source}") from exc
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"benchmark {name!r}: cannot read {source}: {exc}") from exc
+    if prepare_rows is not None:
+        rows = prepare_rows(rows)
+        if rows:  # columns follow the rewritten rows: originals still present, then new ones
+            present = dict.fromkeys(k for row in rows for k in row)
+            columns = [c for c in columns if c in present] + [k for k in present if k not in columns]
     if "question" not in columns:
         raise ValueError(f"benchmark {name!r}: {source} has no 'question' column; columns: {columns}")
 
