@@ -111,7 +111,10 @@ def query(sql: str, fmt: FormatOpt = "table", warehouse_path: WarehouseOpt = war
 def _register_subcommands() -> None:
     from flows.cli_benchmarks import benchmarks_app
     from flows.cli_dataset import dataset_app
+    from flows.cli_evaluate import evaluate
 
+    app.command(help="Score predictions made elsewhere (e.g. a VLMEvalKit result file) with the reference rules.")(
+        evaluate)
     app.add_typer(dataset_app, name="dataset", help="Versions, diffs, verification and releases of the thought dataset.")
     app.add_typer(benchmarks_app, name="benchmarks", help="The benchmarks G2U can load and score.")
 

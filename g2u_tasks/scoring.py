@@ -1,11 +1,13 @@
 """Answer extraction and per-item scoring, following VLMEvalKit at ca9a644 (after PR #1175).
 
-See /work/shared/benchmarks.md §5.1 (MCQ `can_infer`) and §5.2 (`YOrN_Extraction`). No LLM judge is used:
-a failed MCQ extraction scores as 'Z' (wrong) and a yes/no 'Unknown' scores as wrong, as VLMEvalKit does
-under exact matching.
+See /work/shared/benchmarks.md §5.1 (MCQ `can_infer`), §5.2 (`YOrN_Extraction`), §5.3 (the authors'
+`can_infer`), §3.7 (MathVista `post_check`), §3.11 (Q-Spatial parsing) and the appendix (OCRBench).
+No LLM judge is used here: `score` treats a failed MCQ extraction as 'Z' (wrong) and a yes/no 'Unknown'
+as wrong, as VLMEvalKit does under exact matching. The judge lives in `g2u_tasks.judge`.
 """
 from __future__ import annotations
 
+import math
 import re
 import string
 
@@ -116,3 +118,182 @@ def accuracy(correct: list[bool]) -> float:
     if not correct:
         raise ValueError("accuracy of an empty list")
     return sum(bool(c) for c in correct) / len(correct)
+
+
+# ---- selectable rule sets ------------------------------------------------------------------------
+
+RULE_SETS = ("vlmevalkit", "authors", "judge", "qspatial", "ocr")
+_AUTHORS_PUNCT = ".()[],:;!*#{}\"'"  # the authors' list adds both quote marks
+_AUTHORS_REFUSALS = (*REFUSALS, API_FAILURE)
+
+
+def extract_authors(prediction: str) -> str | None:
+    """The authors' `can_infer` (MyVQABench / VisThink): a letter A-Z, 'Yes', 'No', 'Z', or None.
+
+    Any standalone capital letter counts (not only valid options), and it must be the only capital-letter
+    token in the text (repeats count: "B ... B" is two). A leading "A" followed by more words is taken as
+    the article. Then case-insensitive yes/no on the same punctuation rules (not process_punctuation).
+    """
+    prediction = str(prediction)
+    if any(r in prediction for r in _AUTHORS_REFUSALS):
+        return REFUSAL_LETTER
+    text = prediction
+    for ch in _AUTHORS_PUNCT:
+        text = text.replace(ch, " ")
+    tokens = text.split()
+    letters = [t for t in tokens if len(t) == 1 and t in string.ascii_uppercase]
+    if len(letters) == 1:
+        article = letters[0] == "A" and tokens.index("A") == 0 and len(tokens) > 1
+        if not article:
+            return letters[0]
+    # upstream's "only Z present" branch is unreachable: Z is itself one of the capital letters above
+    words = text.lower().split()
+    has_yes, has_no = "yes" in words, "no" in words
+    if has_yes and not has_no:
+        return "Yes"
+    if has_no and not has_yes:
+        return "No"
+    return None
+
+
+def extract(rule_set: str, prediction: str, options: dict[str, str], question_type: str) -> str | None:
+    """The answer a rule set reads from a raw prediction; None when it infers nothing (judge or wrong).
+
+    vlmevalkit: mcq -> `can_infer` letter (or 'Z'); yes_no -> 'Yes'/'No' (VLMEvalKit's 'Unknown' -> None).
+    authors: the authors' parser, whatever the question type. qspatial: the distance in cm as text.
+    ocr: the prediction itself (OCRBench scores by substring, see `ocrbench_hit`). judge: always None.
+    """
+    if rule_set == "vlmevalkit":
+        if question_type == "mcq":
+            return extract_option(prediction, options)
+        if question_type == "yes_no":
+            found = extract_yes_no(prediction)
+            return None if found == "Unknown" else found
+        return None
+    if rule_set == "authors":
+        return extract_authors(prediction)
+    if rule_set == "qspatial":
+        value = parse_qspatial(prediction)
+        return None if value is None else repr(value)
+    if rule_set == "ocr":
+        return str(prediction)
+    if rule_set == "judge":
+        return None
+    raise ValueError(f"unknown rule set {rule_set!r}; expected one of {RULE_SETS}")
+
+
+# ---- MathVista post_check (utils/mathvista.py) ---------------------------------------------------
+
+
+def mathvista_prefetch(prediction: str, *, question_type: str, answer_type: str, answer: str,
+                       answer_option: str | None, choices: dict[str, str]) -> str | None:
+    """`post_check(line, prefetch=True)`: what MathVista stores without calling the judge, else None.
+
+    multi_choice: any `can_infer` letter, right or wrong (or 'Z'). integer/float: the number, only when
+    it parses and equals the answer exactly. Upstream tests the result for truth, so a correct 0 or 0.0
+    is not pre-fetched either (it goes to the judge).
+    """
+    prediction = str(prediction)
+    if question_type == "multi_choice":
+        return extract_option(prediction, choices)
+    if answer_type not in ("integer", "float"):
+        return "None" if str(answer) == "None" else None  # upstream compares str(None) with the answer
+    number = _mathvista_number(prediction, answer_type)
+    if number is None or number != _mathvista_number(str(answer), answer_type) or not number:
+        return None
+    return str(number)
+
+
+def mathvista_hit(res: str | None, *, question_type: str, answer_type: str, answer: str,
+                  answer_option: str | None, choices: dict[str, str]) -> bool:
+    """`post_check(line, prefetch=False)` on the stored or judge-extracted answer `res`.
+
+    Exact int/float equality (no rounding to `precision`); text and list answers compare str(None) with
+    the answer, so they are never right (a VLMEvalKit quirk kept on purpose).
+    """
+    if question_type == "multi_choice":
+        return extract_option(str(res), choices) == answer_option
+    if answer_type in ("integer", "float"):
+        got = _mathvista_number(str(res), answer_type)
+        return got is not None and got == _mathvista_number(str(answer), answer_type)
+    return str(None) == str(answer)
+
+
+def _mathvista_number(text: str, answer_type: str) -> int | float | None:
+    """Python's int()/float() on text, None where they raise ValueError; None for other answer types."""
+    try:
+        if answer_type == "integer":
+            return int(text)
+        if answer_type == "float":
+            return float(text)
+    except ValueError:
+        return None
+    return None
+
+
+# ---- Q-Spatial (image_vqa.py QSpatial) -----------------------------------------------------------
+
+_QSPATIAL_CM = {
+    **dict.fromkeys(("meters", "meter", "m", "metre", "metres"), 100.0),
+    **dict.fromkeys(("centimeters", "centimeter", "cm"), 1.0),
+    **dict.fromkeys(("feet", "foot", "ft"), 30.48),
+    **dict.fromkeys(("inch", "inches", "in"), 2.54),
+    "mm": 0.1,
+}
+_SCALAR = re.compile(r"scalar{([^}]*)}")
+_UNIT = re.compile(r"distance_unit{([^}]*)}")
+_NUMBER = re.compile(r"\d+\.?\d*")  # no sign, no exponent, as upstream
+QSPATIAL_EPS = 1e-8  # upstream adds this to every value before taking ratios
+
+
+def qspatial_multiplier(unit: str) -> float:
+    """cm per unit (case-insensitive, not stripped); an unknown unit gives 0, as upstream."""
+    return _QSPATIAL_CM.get(str(unit).lower(), 0.0)
+
+
+def parse_qspatial(prediction: str) -> float | None:
+    """Distance in cm from the last `\\scalar{}` (mean of its numbers) and the last `\\distance_unit{}`.
+
+    None where upstream raises IndexError (no scalar or no unit box). A scalar box without digits gives
+    NaN (numpy's mean of nothing), which never passes a threshold.
+    """
+    if not isinstance(prediction, str):
+        return None  # upstream crashes on a non-text (NaN) prediction
+    scalars, units = _SCALAR.findall(prediction), _UNIT.findall(prediction)
+    if not scalars or not units:
+        return None
+    numbers = [float(x) for x in _NUMBER.findall(scalars[-1])]
+    value = sum(numbers) / len(numbers) if numbers else math.nan
+    return value * qspatial_multiplier(units[-1])
+
+
+def qspatial_ratio(pred_cm: float | None, gt_cm: float) -> float:
+    """max(pred/gt, gt/pred) after upstream's +1e-8; a parse failure counts as a prediction of 1e-8."""
+    pred = (QSPATIAL_EPS if pred_cm is None else pred_cm) + QSPATIAL_EPS
+    gt = gt_cm + QSPATIAL_EPS
+    return max(pred / gt, gt / pred) if not (math.isnan(pred) or math.isnan(gt)) else math.nan
+
+
+# ---- OCRBench (image_vqa.py OCRBench) -------------------------------------------------------------
+
+OCRBENCH_HMER = "Handwritten Mathematical Expression Recognition"
+
+
+def ocrbench_hit(prediction: str, answers: list[str] | str, category: str) -> bool:
+    """A hit if any gold answer is a substring of the prediction (HMER: spaces removed, case kept)."""
+    if isinstance(answers, str):
+        from g2u_tasks.benchmarks import parse_list_cell  # safe list parser (no eval); heavy module
+
+        parsed = parse_list_cell(answers) if answers.strip().startswith("[") else None
+        answers = [str(a) for a in parsed] if parsed is not None else [answers]
+    predict = str(prediction)
+    for answer in answers:
+        if category == OCRBENCH_HMER:
+            gold = answer.strip().replace("\n", " ").replace(" ", "")
+            text = predict.strip().replace("\n", " ").replace(" ", "")
+        else:
+            gold = answer.lower().strip().replace("\n", " ")
+            text = predict.lower().strip().replace("\n", " ")
+        if gold in text:
+            return True
+    return False

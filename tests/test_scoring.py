@@ -1,7 +1,11 @@
 """Tests of g2u_tasks.scoring; expected values worked out by hand from benchmarks.md §5.1/§5.2."""
 import pytest
 
-from g2u_tasks.scoring import accuracy, extract_option, extract_yes_no, score
+import math
+
+from g2u_tasks.scoring import (accuracy, extract, extract_authors, extract_option, extract_yes_no, mathvista_hit,
+                               mathvista_prefetch, ocrbench_hit, parse_qspatial, qspatial_multiplier, qspatial_ratio,
+                               score)
 
 # Option texts sum to 10 + 11 + 14 + 11 = 46 characters, so the text-fallback cap is 92.
 OPTS = {"A": "red circle", "B": "blue square", "C": "green triangle", "D": "yellow star"}
@@ -170,3 +174,111 @@ def test_accuracy():
     assert accuracy([True]) == 1.0
     with pytest.raises(ValueError):
         accuracy([])
+
+
+# ---- the authors' parser (benchmarks.md §5.3) ----
+
+@pytest.mark.parametrize(
+    "pred, expected",
+    [
+        ("The answer is B.", "B"),
+        ("B. The red cube on the left side is the largest", "B"),  # no position rule
+        ("I think B", None),  # 'I' is a capital letter too: two letters
+        ("B. so B", None),  # repeats count: two letters
+        ("E", "E"),  # any capital letter, not only valid options
+        ("A cat is on the mat", None),  # leading 'A' + more words = article; no yes/no either
+        ("A", "A"),  # a lone 'A' is an answer
+        ("The answer is A", "A"),  # 'A' not first
+        ("'C'", "C"),  # apostrophes are punctuation here
+        ("**Yes**", "Yes"),
+        ("yes:", "Yes"),
+        ('"No"', "No"),
+        ("Yes, there is no dog", None),
+        ("Z", "Z"),
+        ("Cannot determine the answer", "Z"),
+        ("Failed to obtain answer via API", "Z"),  # unlike VLMEvalKit, the API failure is a refusal
+        ("the answer is b", None),
+        ("", None),
+    ],
+)
+def test_extract_authors(pred, expected):
+    assert extract_authors(pred) == expected
+
+
+def test_extract_rule_sets():
+    assert extract("vlmevalkit", "I think B", OPTS, "mcq") == "B"
+    assert extract("authors", "I think B", OPTS, "mcq") is None
+    assert extract("vlmevalkit", "Yes, there is no dog", {}, "yes_no") is None  # 'Unknown' -> None
+    assert extract("vlmevalkit", "yes.", {}, "yes_no") == "Yes"
+    assert extract("vlmevalkit", "42", {}, "numeric") is None
+    assert extract("judge", "B", OPTS, "mcq") is None
+    assert extract("ocr", "Hello", {}, "open") == "Hello"
+    assert extract("qspatial", r"\scalar{2} \distance_unit{m}", {}, "numeric") == "200.0"
+    with pytest.raises(ValueError):
+        extract("fuzzy", "B", OPTS, "mcq")
+
+
+# ---- MathVista post_check ----
+
+MV_CHOICES = {"A": "3/11", "B": "8/11", "C": "6/11"}
+
+
+def _mv(qtype, atype, answer, option=None):
+    return dict(question_type=qtype, answer_type=atype, answer=answer, answer_option=option, choices=MV_CHOICES)
+
+
+def test_mathvista_prefetch_multi_choice_keeps_any_letter():
+    args = _mv("multi_choice", "text", "8/11", "B")
+    assert mathvista_prefetch("The answer is (C).", **args) == "C"  # wrong, but stored without the judge
+    assert mathvista_hit("C", **args) is False
+    assert mathvista_prefetch("It is 8/11", **args) == "B"  # option text
+    assert mathvista_hit("B", **args) is True
+    assert mathvista_prefetch("no idea at all, sorry, really no idea whatsoever here", **args) is None
+
+
+def test_mathvista_numbers_exact():
+    assert mathvista_prefetch("14", **_mv("free_form", "integer", "14")) == "14"
+    assert mathvista_prefetch(" 14 ", **_mv("free_form", "integer", "14")) == "14"  # int() strips spaces
+    assert mathvista_prefetch("14.0", **_mv("free_form", "integer", "14")) is None  # int('14.0') fails
+    assert mathvista_prefetch("15", **_mv("free_form", "integer", "14")) is None  # wrong -> judge
+    assert mathvista_prefetch("0", **_mv("free_form", "integer", "0")) is None  # a right 0 is falsy upstream
+    assert mathvista_prefetch("1.5", **_mv("free_form", "float", "1.50")) == "1.5"
+    assert mathvista_hit("1.45", **_mv("free_form", "float", "1.4")) is False  # no rounding to precision
+    assert mathvista_hit("", **_mv("free_form", "float", "1.4")) is False
+
+
+def test_mathvista_list_and_text_never_right():
+    assert mathvista_prefetch("[2007, 2008]", **_mv("free_form", "list", "[2007, 2008]")) is None
+    assert mathvista_hit("[2007, 2008]", **_mv("free_form", "list", "[2007, 2008]")) is False
+    assert mathvista_hit("cat", **_mv("free_form", "text", "cat")) is False
+
+
+# ---- Q-Spatial ----
+
+def test_parse_qspatial():
+    assert parse_qspatial(r"about \scalar{1.5} \distance_unit{meters}") == 150.0
+    assert parse_qspatial(r"\scalar{2-3} \distance_unit{feet}") == pytest.approx(2.5 * 30.48)  # mean of 2 and 3
+    assert parse_qspatial(r"\scalar{9} \scalar{4} \distance_unit{cm} \distance_unit{inches}") == 4 * 2.54  # last
+    assert parse_qspatial(r"\scalar{7} \distance_unit{parsecs}") == 0.0  # unknown unit -> x0
+    assert parse_qspatial(r"\scalar{7} \distance_unit{ meters}") == 0.0  # not stripped upstream
+    assert parse_qspatial(r"\scalar{7}") is None  # no unit box
+    assert parse_qspatial("7 meters") is None
+    assert math.isnan(parse_qspatial(r"\scalar{seven} \distance_unit{m}"))
+    assert qspatial_multiplier("MM") == 0.1
+
+
+def test_qspatial_ratio():
+    assert qspatial_ratio(140.0, 100.0) == pytest.approx(1.4)
+    assert qspatial_ratio(50.0, 100.0) == pytest.approx(2.0)
+    assert qspatial_ratio(None, 100.0) > 1e9  # parse failure: prediction 1e-8
+    assert math.isnan(qspatial_ratio(math.nan, 100.0))
+
+
+# ---- OCRBench ----
+
+def test_ocrbench_hit():
+    assert ocrbench_hit("The sign says HELLO world", "['hello']", "Regular Text Recognition")
+    assert not ocrbench_hit("HELL0", ["hello"], "Regular Text Recognition")
+    hmer = "Handwritten Mathematical Expression Recognition"
+    assert ocrbench_hit("x ^ { 2 }", ["x^{2}"], hmer)  # spaces removed
+    assert not ocrbench_hit("X^{2}", ["x^{2}"], hmer)  # case kept
