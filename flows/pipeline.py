@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from g2u_tasks import jobs, reports, warehouse
 from g2u_tasks.config import RunConfig
-from g2u_tasks.materialise import generate_batch, plan_thoughts, split_reused
+from g2u_tasks.materialise import commit_thoughts, generate_batch, plan_thoughts, recover_pending, split_reused
 from g2u_tasks.quarantine import quarantine_table
 from g2u_tasks.records import items_table
 from g2u_tasks.understand import plan_understanding, understand_batch
@@ -49,16 +49,17 @@ def materialise_thoughts(config: dict) -> dict:
         log.warning("%d item(s) fail the items suite and get no thoughts (quarantined with the run)", len(rejected))
     planned = plan_thoughts(items, jobs.families_of(cfg), cfg)
     todo, reused = split_reused(store, planned)
-    log.info("thoughts: %d planned, %d reused from the store, %d to generate", len(planned), reused, len(todo))
+    todo, recovered = recover_pending(store, todo)  # blobs a killed run wrote but never committed
+    log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, %d to generate",
+             len(planned), reused, recovered.num_rows, len(todo))
     futures = generate_thoughts_task.map(unmapped(store), unmapped(cfg.generator), _batches(todo, cfg.batch_size))
     tables = [f.result() for f in progress(futures, "generating thoughts", log)]
-    rows = pa.concat_tables(tables) if tables else None
-    failed = sum(s == "failed" for s in rows.column("status").to_pylist()) if rows is not None else 0
-    committed = store.commit(rows) if rows is not None and rows.num_rows else None
-    version = store.version()
+    failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
+    committed = commit_thoughts(store, [recovered, *tables], planned)
+    version = committed if committed is not None else store.version()
     log.info("dataset version %s (%s)", version, "new commit" if committed is not None else "unchanged")
     return {"dataset_version": version, "planned": len(planned), "generated": len(todo) - failed,
-            "failed": failed, "reused": reused}
+            "failed": failed, "reused": reused, "recovered": recovered.num_rows}
 
 
 @flow(name="run_understanding", log_prints=True)

@@ -10,6 +10,33 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from g2u_tasks.records import MODES, canonical_json, sha256_hex
 
 
+# Storage options never carry secrets: they end up in flow parameters, run records and logs.
+_SECRET_OPTION_KEYS = {
+    "key", "secret", "token", "password", "passwd", "access_key", "secret_key", "session_token",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key_id",
+    "secret_access_key", "account_key", "sas_token", "client_secret", "credentials",
+}
+_SECRET_OPTION_WORDS = ("secret", "password", "token", "credential", "access_key")
+
+
+def is_secret_option(name: str) -> bool:
+    low = str(name).lower()
+    return low in _SECRET_OPTION_KEYS or any(w in low for w in _SECRET_OPTION_WORDS)
+
+
+def secret_option_paths(options: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of secret-bearing keys anywhere in a (nested) options mapping."""
+    if not isinstance(options, dict):
+        return []
+    found = []
+    for k, v in options.items():
+        path = f"{prefix}{k}"
+        if is_secret_option(k):
+            found.append(path)
+        found += secret_option_paths(v, f"{path}.")
+    return found
+
+
 class ModelSpec(BaseModel):
     """A generator or understander: backend + model id (local path or hub id) + params."""
 
@@ -61,6 +88,26 @@ class RunConfig(BaseModel):
     def _unique_families(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError(f"families listed twice: {v}")
+        return v
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets_in_storage_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = secret_option_paths(v)
+        if bad:
+            raise ValueError(
+                f"storage_options must not hold credentials ({', '.join(bad)}): they would be written into "
+                "flow parameters, run records and logs. Put them in the environment (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or name a profile: storage_options: {profile: NAME}; "
+                "endpoint_url, region and profile are allowed here"
+            )
+        if "region" in v:  # s3fs/botocore spell it client_kwargs.region_name; every fsspec reader gets v
+            v = dict(v)
+            region = v.pop("region")
+            client = dict(v.get("client_kwargs") or {})
+            if client.setdefault("region_name", region) != region:
+                raise ValueError(f"storage_options: region {region!r} contradicts client_kwargs.region_name")
+            v["client_kwargs"] = client
         return v
 
     def fingerprint(self) -> str:

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from g2u_tasks import warehouse
 from g2u_tasks.benchmarks import load_benchmark
-from g2u_tasks.config import RunConfig
+from g2u_tasks.config import RunConfig, is_secret_option
 from g2u_tasks.families import EditFamily, load_families
 from g2u_tasks.metrics import compute_metrics
 from g2u_tasks.quarantine import quarantine_row, quarantine_table
@@ -52,11 +52,25 @@ def run_id_for(cfg: RunConfig, dataset_version: int | None) -> str:
     return cfg.run_id or f"{cfg.fingerprint()}-v{dataset_version if dataset_version is not None else 'none'}"
 
 
+def _redact(node):
+    if isinstance(node, dict):
+        return {k: "<redacted>" if is_secret_option(k) else _redact(v) for k, v in node.items()}
+    return [_redact(v) for v in node] if isinstance(node, list) else node
+
+
+def public_config_json(cfg: RunConfig) -> str:
+    """The config as run records keep it: storage options never carry secrets (RunConfig refuses
+    them); this masks any that slipped past validation (e.g. model_construct)."""
+    dumped = cfg.model_dump()
+    dumped["storage_options"] = _redact(dumped.get("storage_options") or {})
+    return canonical_json(dumped)
+
+
 def run_row(cfg: RunConfig, run_id: str, dataset_version: int | None, started_at: datetime,
             understander_name: str, notes: str | None, n_items: int, generated: int, reused: int) -> pa.Table:
     return pa.Table.from_pylist([{
         "run_id": run_id, "started_at": started_at, "finished_at": datetime.now(timezone.utc),
-        "config_json": canonical_json(cfg.model_dump()), "dataset_version": dataset_version,
+        "config_json": public_config_json(cfg), "dataset_version": dataset_version,
         "generator": cfg.generator.label(), "understander": understander_name, "notes": notes,
         "n_items": n_items, "n_thoughts_generated": generated, "n_thoughts_reused": reused, "status": "completed",
     }], schema=RUNS_SCHEMA)

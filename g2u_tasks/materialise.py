@@ -1,4 +1,8 @@
-"""Materialise visual thoughts: plan keys, reuse what the store has, generate the rest in batches."""
+"""Materialise visual thoughts: plan keys, reuse what the store has, generate the rest in batches.
+
+Resume: every finished ok row is journaled next to its blob (ThoughtStore.put_pending); a run that
+was killed before its commit leaves them there, and the next run commits them instead of
+regenerating (recover_pending). commit_thoughts clears the journal once the rows are ok."""
 from __future__ import annotations
 
 import time
@@ -57,6 +61,33 @@ def split_reused(store: ThoughtStore, planned: list[PlannedThought]) -> tuple[li
     return todo, len(planned) - len(todo)
 
 
+def recover_pending(store: ThoughtStore, todo: list[PlannedThought]) -> tuple[list[PlannedThought], pa.Table]:
+    """(thoughts still to generate, journaled rows of a killed run whose blobs are intact)."""
+    rows = store.pending_rows([p.spec.thought_id for p in todo])
+    have = {r["thought_id"] for r in rows}
+    return [p for p in todo if p.spec.thought_id not in have], pa.Table.from_pylist(rows, schema=THOUGHTS_SCHEMA)
+
+
+def commit_thoughts(store: ThoughtStore, tables: list[pa.Table], planned: list[PlannedThought]) -> int | None:
+    """One atomic commit of every row, then drop journal entries of planned keys now ok."""
+    tables = [t for t in tables if t is not None and t.num_rows]
+    committed = store.commit(pa.concat_tables(tables)) if tables else None
+    ok = store.existing_ok([p.spec.thought_id for p in planned])["thought_id"].to_list()
+    store.clear_pending(ok)
+    return committed
+
+
+def materialise(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int) -> dict:
+    """The whole materialisation as one plain, sequential call (flows/ maps the batches instead)."""
+    todo, reused = split_reused(store, planned)
+    todo, recovered = recover_pending(store, todo)
+    tables = [generate_batch(store, gen_spec, todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
+    committed = commit_thoughts(store, [recovered, *tables], planned)
+    failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
+    return {"dataset_version": committed if committed is not None else store.version(), "planned": len(planned),
+            "generated": len(todo) - failed, "failed": failed, "reused": reused, "recovered": recovered.num_rows}
+
+
 def _row(p: PlannedThought, **fields) -> dict:
     s = p.spec
     row = {
@@ -88,7 +119,8 @@ def _generate(gen_spec: ModelSpec, batch: list[PlannedThought], sources) -> list
 
 
 def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[PlannedThought]) -> pa.Table:
-    """Generate, store blobs (before any commit references them) and return manifest rows."""
+    """Generate, store blobs (before any commit references them), journal each finished row,
+    and return manifest rows."""
     rows, ready, sources = [], [], []
     for p in batch:
         try:
@@ -106,8 +138,10 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
         png = encode_png(out)
         sha, uri = store.put_blob(png)
         psnr, ssim = fidelity(src, out)
-        rows.append(_row(
+        row = _row(
             p, blob_sha256=sha, blob_uri=uri, blob_bytes=len(png), width=out.width,
             height=out.height, psnr=psnr, ssim=ssim, gen_seconds=per_item, status="ok", error=None,
-        ))
+        )
+        store.put_pending(row)
+        rows.append(row)
     return pa.Table.from_pylist(rows, schema=THOUGHTS_SCHEMA)

@@ -2,8 +2,13 @@
 
 Layout under the root (any fsspec URI: file://, bare local path, s3://):
   thoughts/blobs/<sha[:2]>/<sha>.png   written once
-  thoughts/manifest/                   Delta table, THOUGHTS_SCHEMA, one commit per batch
+  thoughts/manifest/                   Delta table, THOUGHTS_SCHEMA, one commit per materialisation
+  thoughts/pending/<thought_id>.json   resume journal: finished rows not yet committed
   runs/<run_id>/<name>.parquet|.json
+
+S3 endpoint, region and credentials come from the environment or a named profile (docs/STORE.md);
+resolved credentials reach deltalake in memory only. Commits MERGE on thought_id, so concurrent
+writers never duplicate an ok row, and retry conflicts with backoff.
 
 The manifest is read with polars.read_delta only: with deltalake 1.6.6 + pyarrow 26,
 DeltaTable.to_pyarrow_table()/to_pandas() can abort the process at exit (FACTS.md).
@@ -12,8 +17,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import random
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -24,14 +32,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from g2u_tasks.records import THOUGHTS_SCHEMA, sha256_hex
 
 BLOBS_DIR = "thoughts/blobs"
 MANIFEST_DIR = "thoughts/manifest"
+PENDING_DIR = "thoughts/pending"
 RUNS_DIR = "runs"
 STATUSES = ("ok", "failed")
+COMMIT_ATTEMPTS = 8  # bounded retry of conflicting commits
+COMMIT_BACKOFF_S = 0.05  # first backoff; doubles per attempt, with jitter
+# MERGE condition: a source row is inserted only while its key has no ok row yet
+_MERGE_PREDICATE = "t.thought_id = s.thought_id AND t.status = 'ok'"
+log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # Keys delta-rs itself puts in a history entry; anything else is custom commit metadata.
@@ -41,47 +55,99 @@ _HISTORY_KEYS = {
 }
 
 
-def _delta_options(fs_options: dict[str, Any], endpoint: str | None) -> dict[str, str]:
-    """Translate s3fs-style options to deltalake (object_store) options."""
-    client = fs_options.get("client_kwargs") or {}
-    out: dict[str, str] = {}
-    pairs = {
-        "AWS_ACCESS_KEY_ID": fs_options.get("key"),
-        "AWS_SECRET_ACCESS_KEY": fs_options.get("secret"),
-        "AWS_SESSION_TOKEN": fs_options.get("token"),
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_REGION": client.get("region_name") or fs_options.get("region"),
-    }
-    out.update({k: str(v) for k, v in pairs.items() if v})
-    if endpoint and endpoint.startswith("http://"):
-        out["AWS_ALLOW_HTTP"] = "true"
-    out["aws_conditional_put"] = "etag"  # safe concurrent commits without a lock table
-    return out
+def _env(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+class S3Access:
+    """Endpoint, region and credentials of an S3 root, for s3fs and for deltalake.
+
+    Non-secret settings come from storage_options (endpoint_url, region, profile, anon, ...), then
+    the environment (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION), then the profile.
+    Credentials come from botocore's chain (environment, profile, SSO, instance role) and are
+    handed to deltalake in memory only; `repr` never shows them."""
+
+    def __init__(self, fs_options: dict[str, Any]):
+        opts = dict(fs_options)
+        client = dict(opts.pop("client_kwargs", None) or {})
+        self.endpoint = opts.pop("endpoint_url", None) or client.pop("endpoint_url", None) or _env(
+            "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        self.profile = opts.get("profile")
+        self.anon = bool(opts.get("anon"))
+        self._botocore = None  # resolved lazily, once; refreshable credentials refresh themselves
+        self._region = (opts.pop("region", None) or client.get("region_name") or _env("AWS_REGION")
+                        or self._session().get_config_variable("region"))  # AWS_DEFAULT_REGION, profile
+        if self._region:
+            client["region_name"] = self._region
+        self.fs_options = {**opts, "client_kwargs": client}
+        if self.endpoint:
+            self.fs_options["endpoint_url"] = self.endpoint
+        self._explicit = {k: opts[k] for k in ("key", "secret", "token") if opts.get(k)}
+
+    def __repr__(self) -> str:
+        return f"S3Access(endpoint={self.endpoint!r}, region={self._region!r}, profile={self.profile!r})"
+
+    def _session(self):
+        if self._botocore is None:
+            import botocore.session  # s3fs depends on botocore
+
+            self._botocore = botocore.session.Session(profile=self.profile)
+        return self._botocore
+
+    def _credentials(self) -> dict[str, str]:
+        if self.anon:
+            return {"AWS_SKIP_SIGNATURE": "true"}
+        if self._explicit:  # programmatic use only: RunConfig refuses secrets in storage_options
+            names = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN"}
+            return {names[k]: str(v) for k, v in self._explicit.items()}
+        creds = self._session().get_credentials()
+        if creds is None:
+            return {}
+        frozen = creds.get_frozen_credentials()
+        out = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+        if frozen.token:
+            out["AWS_SESSION_TOKEN"] = frozen.token
+        return out
+
+    def delta_options(self) -> dict[str, str]:
+        """deltalake (object_store) options, credentials included; build per use, never persist."""
+        out = {"aws_conditional_put": "etag"}  # atomic commits without a lock table
+        if self.endpoint:
+            out["AWS_ENDPOINT_URL"] = self.endpoint
+            if self.endpoint.startswith("http://"):
+                out["AWS_ALLOW_HTTP"] = "true"
+        if self._region:
+            out["AWS_REGION"] = self._region
+        out.update(self._credentials())
+        return out
 
 
 class ThoughtStore:
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
         opts = dict(storage_options or {})
         # Upper-case or aws_* keys are deltalake-only overrides; the rest go to fsspec.
-        delta_extra = {k: str(v) for k, v in opts.items() if k.isupper() or k.startswith("aws_")}
-        fs_opts = {k: v for k, v in opts.items() if k not in delta_extra}
+        self._delta_extra = {k: str(v) for k, v in opts.items() if k.isupper() or k.startswith("aws_")}
+        fs_opts = {k: v for k, v in opts.items() if k not in self._delta_extra}
         root = str(root)
+        self._s3: S3Access | None = None
         if "://" not in root or root.startswith("file://"):
             path = root[len("file://"):] if root.startswith("file://") else root
             self._local = os.path.abspath(os.path.expanduser(path or "."))
             self.root = "file://" + self._local
             self.fs = fsspec.filesystem("file")
             self._base = self._local
-            self._delta_opts: dict[str, str] | None = None
         else:
             protocol, _, rest = root.partition("://")
             self._local = None
             self.root = f"{protocol}://{rest.strip('/')}"
+            if protocol in ("s3", "s3a"):
+                self._s3 = S3Access(fs_opts)
+                fs_opts = self._s3.fs_options
             self.fs = fsspec.filesystem(protocol, **fs_opts)
             self._base = rest.strip("/")
-            endpoint = fs_opts.get("endpoint_url") or (fs_opts.get("client_kwargs") or {}).get("endpoint_url")
-            self._delta_opts = _delta_options(fs_opts, endpoint) if protocol in ("s3", "s3a") else {}
-            self._delta_opts.update(delta_extra)
+
+    def __repr__(self) -> str:
+        return f"ThoughtStore({self.root!r})"
 
     # ---- paths -----------------------------------------------------------------
     def _fs_path(self, rel: str) -> str:
@@ -100,7 +166,11 @@ class ThoughtStore:
 
     @property
     def delta_storage_options(self) -> dict[str, str] | None:
-        return dict(self._delta_opts) if self._delta_opts is not None else None
+        """Options for deltalake/polars readers of the manifest (in memory: may hold credentials)."""
+        if self._local is not None:
+            return None
+        base = self._s3.delta_options() if self._s3 is not None else {}
+        return {**base, **self._delta_extra}
 
     def _write_atomic(self, rel: str, data: bytes) -> None:
         """Temp file + rename locally; object stores publish a PUT whole anyway."""
@@ -145,7 +215,7 @@ class ThoughtStore:
     # ---- manifest --------------------------------------------------------------
     def _delta_table(self) -> DeltaTable | None:
         try:
-            return DeltaTable(self.manifest_uri, storage_options=self._delta_opts)
+            return DeltaTable(self.manifest_uri, storage_options=self.delta_storage_options)
         except TableNotFoundError:
             return None
 
@@ -154,13 +224,19 @@ class ThoughtStore:
         return None if dt is None else dt.version()
 
     def manifest(self, version: int | None = None) -> pl.DataFrame:
-        """Manifest rows at a Delta version (latest when None); empty frame if no manifest."""
-        if self.version() is None:
+        """Manifest rows at a Delta version (latest when None); empty frame if no manifest.
+
+        A pinned version is read exactly as committed (time travel); one that does not exist yet
+        is an error, never a silent fallback to the latest."""
+        latest = self.version()
+        if version is not None and (latest is None or not 0 <= version <= latest):
+            raise ValueError(f"dataset version {version} does not exist in {self.root} (latest: {latest})")
+        if latest is None:
             return pl.from_arrow(THOUGHTS_SCHEMA.empty_table())
         df = pl.read_delta(
             self.manifest_uri,
             version=version,
-            storage_options=self._delta_opts,
+            storage_options=self.delta_storage_options,
             credential_provider=None,
         )
         return df.select(THOUGHTS_SCHEMA.names)
@@ -180,48 +256,48 @@ class ThoughtStore:
         operation: str = "materialise",
         metadata: dict[str, str] | None = None,
     ) -> int | None:
-        """One atomic Delta append of new rows; returns the new version, None if nothing new.
+        """One atomic Delta commit of new rows; returns its version, None if nothing new.
 
         Rows whose thought_id already has an "ok" row are dropped; within the batch one row
         per thought_id is kept (its first ok row, else its first row). Failed keys may retry.
-        """
+        Safe with concurrent writers: the first commit creates the table (exactly one creator
+        wins), later ones MERGE on thought_id; a lost race is retried with backoff against the
+        new version, so each key keeps at most one ok row."""
         missing = [n for n in THOUGHTS_SCHEMA.names if n not in rows.column_names]
         if missing:
             raise ValueError(f"thought rows lack columns: {', '.join(missing)}")
-        table = rows.select(THOUGHTS_SCHEMA.names).cast(THOUGHTS_SCHEMA)
-        table = self._drop_known(table)
+        table = _one_row_per_key(rows.select(THOUGHTS_SCHEMA.names).cast(THOUGHTS_SCHEMA))
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return self._commit_once(table, operation, metadata)
+            except (CommitFailedError, DeltaError) as exc:
+                if not _is_conflict(exc) or attempt == COMMIT_ATTEMPTS:
+                    raise
+                wait = COMMIT_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random())
+                log.warning("manifest commit lost a race (attempt %d/%d), retrying in %.2fs: %s",
+                            attempt, COMMIT_ATTEMPTS, wait, str(exc).splitlines()[0])
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _commit_once(self, table: pa.Table, operation: str, metadata: dict[str, str] | None) -> int | None:
+        dt = self._delta_table()
+        if dt is not None:  # drop keys already ok at the version this commit builds on
+            table = _drop_known(table, self.existing_ok(table.column("thought_id").to_pylist(), dt.version()))
         if table.num_rows == 0:
             return None
         custom = {"g2u.operation": operation, "g2u.rows": str(table.num_rows)}
         for key, value in (metadata or {}).items():
             key = key if key.startswith("g2u.") else f"g2u.{key}"  # never shadow delta's own keys
             custom[key] = str(value)
-        write_deltalake(
-            self.manifest_uri,
-            table,
-            mode="append",
-            storage_options=self._delta_opts,
-            commit_properties=CommitProperties(custom_metadata=custom),
-        )
-        return self.version()
-
-    def _drop_known(self, table: pa.Table) -> pa.Table:
-        ids = table.column("thought_id").to_pylist()
-        statuses = table.column("status").to_pylist()
-        if None in ids:
-            raise ValueError("thought_id must not be null")
-        bad = sorted({str(s) for s in statuses if s not in STATUSES})
-        if bad:
-            raise ValueError(f"status must be one of {STATUSES}, got {bad}")
-        known_ok = set(self.existing_ok(ids)["thought_id"].to_list())
-        chosen: dict[str, int] = {}
-        for i, (tid, status) in enumerate(zip(ids, statuses)):
-            if tid in known_ok:
-                continue
-            prev = chosen.get(tid)
-            if prev is None or (status == "ok" and statuses[prev] != "ok"):
-                chosen[tid] = i
-        return table.take(pa.array(sorted(chosen.values()), type=pa.int64()))
+        if dt is None:
+            # mode="error" + no internal retry: of racing creators exactly one writes version 0
+            write_deltalake(
+                self.manifest_uri, table, mode="error", storage_options=self.delta_storage_options,
+                commit_properties=CommitProperties(custom_metadata=custom, max_commit_retries=0),
+            )
+            return 0
+        inserted = merge_insert_missing(dt, table, CommitProperties(custom_metadata=custom))
+        return dt.version() if inserted else None
 
     def history(self) -> list[dict[str, Any]]:
         """Dataset versions, oldest first: version, timestamp, operation, rows, metadata."""
@@ -230,16 +306,69 @@ class ThoughtStore:
             return []
         out = []
         for h in dt.history():
+            metrics = h.get("operationMetrics") or {}
             out.append(
                 {
                     "version": h["version"],
                     "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
                     "operation": h.get("operation"),
-                    "rows": (h.get("operationMetrics") or {}).get("num_added_rows"),
+                    "rows": metrics.get("num_added_rows", metrics.get("num_target_rows_inserted")),
                     "metadata": {k: v for k, v in h.items() if k not in _HISTORY_KEYS},
                 }
             )
         return sorted(out, key=lambda e: e["version"])
+
+    # ---- resume journal --------------------------------------------------------
+    @staticmethod
+    def _pending_rel(thought_id: str) -> str:
+        if not _SHA_RE.match(thought_id):
+            raise ValueError(f"not a thought id: {thought_id!r}")
+        return f"{PENDING_DIR}/{thought_id}.json"
+
+    def put_pending(self, row: dict[str, Any]) -> None:
+        """Journal a finished ok row (its blob already stored) until a commit takes it."""
+        text = json.dumps(row, sort_keys=True, default=_json_default)
+        self._write_atomic(self._pending_rel(row["thought_id"]), text.encode("utf-8"))
+
+    def _pending_names(self) -> set[str]:
+        try:
+            return {p.rsplit("/", 1)[-1] for p in self.fs.ls(self._fs_path(PENDING_DIR), detail=False, refresh=True)}
+        except FileNotFoundError:
+            return set()
+
+    def pending_rows(self, thought_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Journaled rows for these ids whose blob exists and matches its sha256 (others ignored)."""
+        names = self._pending_names()
+        out = []
+        for tid in dict.fromkeys(thought_ids):
+            if f"{tid}.json" not in names:
+                continue
+            try:
+                row = json.loads(self.fs.cat_file(self._fs_path(self._pending_rel(tid))))
+                sha = row["blob_sha256"]
+                ok = row.get("thought_id") == tid and row.get("status") == "ok" and row.get("blob_uri") == self.blob_uri(sha)
+                if ok and sha256_hex(self.read_blob(row["blob_uri"])) == sha:
+                    row["created_at"] = datetime.fromisoformat(row["created_at"])
+                    out.append(row)
+            except (OSError, ValueError, KeyError, TypeError):  # torn or foreign entry: regenerate
+                continue
+        return out
+
+    def clear_pending(self, thought_ids: Iterable[str]) -> int:
+        """Drop journal entries of these ids (call once they are ok in the manifest)."""
+        names = self._pending_names()
+        paths = [self._fs_path(self._pending_rel(t)) for t in set(thought_ids) if f"{t}.json" in names]
+        if self._local is None and paths:
+            self.fs.rm(paths)  # one bulk delete; deleting a missing key is not an error on S3
+            return len(paths)
+        removed = 0
+        for path in paths:  # a concurrent writer may clear the same entries
+            try:
+                os.remove(path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     # ---- run files -------------------------------------------------------------
     @staticmethod
@@ -270,6 +399,46 @@ class ThoughtStore:
 
     def read_run_json(self, run_id: str, name: str) -> Any:
         return json.loads(self.fs.cat_file(self._fs_path(self._run_rel(run_id, name, "json"))))
+
+
+def merge_insert_missing(dt: DeltaTable, table: pa.Table, props: CommitProperties) -> int:
+    """MERGE: insert rows whose key has no ok row in the table; returns rows inserted."""
+    merger = dt.merge(table, _MERGE_PREDICATE, source_alias="s", target_alias="t", commit_properties=props)
+    return int(merger.when_not_matched_insert_all().execute().get("num_target_rows_inserted", 0))
+
+
+def _one_row_per_key(table: pa.Table) -> pa.Table:
+    """Validate ids and statuses; keep one row per thought_id (first ok, else first)."""
+    ids = table.column("thought_id").to_pylist()
+    statuses = table.column("status").to_pylist()
+    if None in ids:
+        raise ValueError("thought_id must not be null")
+    bad = sorted({str(s) for s in statuses if s not in STATUSES})
+    if bad:
+        raise ValueError(f"status must be one of {STATUSES}, got {bad}")
+    chosen: dict[str, int] = {}
+    for i, (tid, status) in enumerate(zip(ids, statuses)):
+        prev = chosen.get(tid)
+        if prev is None or (status == "ok" and statuses[prev] != "ok"):
+            chosen[tid] = i
+    return table.take(pa.array(sorted(chosen.values()), type=pa.int64()))
+
+
+def _drop_known(table: pa.Table, known_ok: pl.DataFrame) -> pa.Table:
+    known = set(known_ok["thought_id"].to_list())
+    keep = [i for i, tid in enumerate(table.column("thought_id").to_pylist()) if tid not in known]
+    return table.take(pa.array(keep, type=pa.int64()))
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """A lost race with another writer (retry), not a broken write (raise)."""
+    return isinstance(exc, CommitFailedError) or "already exists" in str(exc)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _check_rel(rel: str) -> None:

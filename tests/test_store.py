@@ -109,27 +109,85 @@ def test_commit_rejects_missing_columns(tmp_path):
     assert st.version() is None
 
 
+def _breaking(data: pa.Table) -> pa.RecordBatchReader:
+    """A stream that breaks after its first row: data files may land, the commit must not."""
+    def batches():
+        yield from data.to_batches(max_chunksize=1)[:1]
+        raise RuntimeError("crash mid-write")
+
+    return pa.RecordBatchReader.from_batches(data.schema, batches())
+
+
 def test_failed_commit_leaves_no_visible_rows(tmp_path, monkeypatch):
     st = ThoughtStore(str(tmp_path))
+    real_write, real_merge = store_mod.write_deltalake, store_mod.merge_insert_missing
+    # the creating commit breaks mid-stream: no table at all
+    monkeypatch.setattr(store_mod, "write_deltalake", lambda uri, data, **kw: real_write(uri, _breaking(data), **kw))
+    with pytest.raises(Exception, match="crash mid-write"):
+        st.commit(rows(thought_row("a"), thought_row("z")))
+    monkeypatch.undo()
+    assert st.version() is None and st.manifest().height == 0
     assert st.commit(rows(thought_row("a"))) == 0
-    real_write = store_mod.write_deltalake
-
-    def write_then_fail(uri, data, **kw):
-        # Feed delta-rs a stream that breaks after its first batch: data files may land,
-        # but the commit must not.
-        def batches():
-            yield from data.to_batches(max_chunksize=1)[:1]
-            raise RuntimeError("crash mid-write")
-
-        reader = pa.RecordBatchReader.from_batches(data.schema, batches())
-        return real_write(uri, reader, **kw)
-
-    monkeypatch.setattr(store_mod, "write_deltalake", write_then_fail)
+    # a later (MERGE) commit breaks mid-stream: version and rows unchanged
+    monkeypatch.setattr(store_mod, "merge_insert_missing", lambda dt, data, props: real_merge(dt, _breaking(data), props))
     with pytest.raises(Exception, match="crash mid-write"):
         st.commit(rows(thought_row("b"), thought_row("c")))
     monkeypatch.undo()
     assert st.version() == 0
     assert st.manifest()["thought_id"].to_list() == ["a"]
+
+
+def test_pinned_version_must_exist(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    with pytest.raises(ValueError, match="dataset version 0 does not exist"):
+        st.manifest(0)
+    st.commit(rows(thought_row("a")))
+    st.commit(rows(thought_row("b")))
+    assert st.manifest(0)["thought_id"].to_list() == ["a"]
+    assert [h["rows"] for h in st.history()] == [1, 1]  # WRITE then MERGE metrics
+    with pytest.raises(ValueError, match=r"dataset version 2 does not exist .*latest: 1"):
+        st.manifest(2)
+
+
+def test_commit_retries_a_lost_race(tmp_path, monkeypatch):
+    """A conflicting commit is retried against the new version and inserts only what is missing."""
+    st = ThoughtStore(str(tmp_path))
+    st.commit(rows(thought_row("a")))
+    other = ThoughtStore(str(tmp_path))
+    real_merge, calls = store_mod.merge_insert_missing, []
+
+    def race(dt, data, props):
+        calls.append(dt.version())
+        if len(calls) == 1:  # another writer commits "b" between our read and our commit
+            other.commit(rows(thought_row("b", seed=9)))
+        return real_merge(dt, data, props)
+
+    monkeypatch.setattr(store_mod, "merge_insert_missing", race)
+    monkeypatch.setattr(store_mod, "COMMIT_BACKOFF_S", 0.001)
+    assert st.commit(rows(thought_row("b"), thought_row("c"))) == 2
+    assert calls == [0, 0, 1]  # ours on v0, the other writer's on v0, our retry on v1
+    df = st.manifest()
+    assert sorted(df["thought_id"].to_list()) == ["a", "b", "c"]
+    assert df.filter(df["thought_id"] == "b")["seed"].to_list() == [9]  # the winner's row stays
+
+
+def test_pending_journal(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    good, torn = "1" * 64, "2" * 64
+    sha, uri = st.put_blob(b"thought")
+    now = datetime.now(timezone.utc)
+    st.put_pending(thought_row(good, blob_sha256=sha, blob_uri=uri, created_at=now))
+    sha2, uri2 = st.put_blob(b"other")
+    st.put_pending(thought_row(torn, blob_sha256=sha2, blob_uri=uri2))
+    Path(st.location(uri2)).write_bytes(b"overwritten")  # blob no longer matches its sha
+    (tmp_path / "thoughts/pending" / ("3" * 64 + ".json")).write_text("{not json")
+    got = st.pending_rows([good, torn, "3" * 64, "4" * 64])
+    assert [r["thought_id"] for r in got] == [good] and got[0]["created_at"] == now
+    assert st.commit(pa.Table.from_pylist(got, schema=THOUGHTS_SCHEMA)) == 0
+    assert st.clear_pending([good, "4" * 64]) == 1
+    assert st.pending_rows([good]) == []
+    with pytest.raises(ValueError):
+        st.put_pending(thought_row("../x"))
 
 
 def test_run_tables_round_trip(tmp_path):
@@ -173,17 +231,21 @@ def test_subprocess_exits_cleanly(tmp_path):
         assert "done" in proc.stdout
 
 
-def test_s3_round_trip_with_moto():
+def test_s3_round_trip_with_moto(monkeypatch):
     moto_server = pytest.importorskip("moto.server")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     try:
         host, port = server.get_host_and_port()
-        opts = {
-            "key": "testing", "secret": "testing", "endpoint_url": f"http://{host}:{port}",
-            "client_kwargs": {"region_name": "eu-west-1"},
-        }
-        st = ThoughtStore("s3://g2u-test/prefix/", storage_options=opts)
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "eu-west-1"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        st = ThoughtStore("s3://g2u-test/prefix/")
+        assert "testing-secret" not in repr(st) and "testing-secret" not in repr(st._s3)
+        opts = st.delta_storage_options
+        assert opts["AWS_ENDPOINT_URL"] == f"http://{host}:{port}" and opts["AWS_ALLOW_HTTP"] == "true"
+        assert opts["AWS_SECRET_ACCESS_KEY"] == "testing-secret" and opts["aws_conditional_put"] == "etag"
         st.fs.mkdir("g2u-test")
         assert st.root == "s3://g2u-test/prefix"
         sha, uri = st.put_blob(b"img")
@@ -194,5 +256,9 @@ def test_s3_round_trip_with_moto():
         st.write_run_table("r1", "preds", pa.table({"x": [1]}))
         assert st.read_run_table("r1", "preds")["x"].to_list() == [1]
         assert st.fs.exists("g2u-test/prefix/thoughts/manifest/_delta_log/00000000000000000001.json")
+        tid = "5" * 64
+        st.put_pending(thought_row(tid, blob_sha256=sha, blob_uri=uri))
+        assert [r["thought_id"] for r in st.pending_rows([tid])] == [tid]
+        assert st.clear_pending([tid]) == 1 and st.pending_rows([tid]) == []
     finally:
         server.stop()
