@@ -56,7 +56,8 @@ def run(config: str, set_: SetOpt = None, report_name: str = reports.DEFAULT_REP
     result = g2u_pipeline(cfg.model_dump(mode="json"), report_name)
     console.print(
         f"dataset v{result['dataset_version']}: {result['generated']} thought(s) generated, "
-        f"{result['reused']} reused, {result['failed']} failed · run {result['run_id']}"
+        f"{result['reused']} reused, {result.get('recovered', 0)} recovered from an interrupted run, "
+        f"{result['failed']} failed · run {result['run_id']}"
     )
     _report(cfg.warehouse, report_name, result["run_id"], "table")
 

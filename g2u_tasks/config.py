@@ -57,6 +57,19 @@ class ModelSpec(BaseModel):
         return f"{self.backend}:{self.model}" if self.model else self.backend
 
 
+class JudgeConfig(BaseModel):
+    """An optional LLM judge on an OpenAI-compatible endpoint; its key comes from `api_key_env` only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    model: str | None = None  # None: the reference judge model for each benchmark
+    api_key_env: str = "OPENAI_API_KEY"
+    max_retries: int = 2
+    timeout_s: float = 300.0
+    concurrency: int = 4
+
+
 class BenchmarkSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +93,7 @@ class RunConfig(BaseModel):
     generator: ModelSpec = ModelSpec(backend="reference")
     understander: ModelSpec
     batch_size: int = Field(16, ge=1)
+    judge: JudgeConfig | None = None
     run_id: str | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict)
 

@@ -10,7 +10,10 @@ from g2u_tasks import warehouse
 from g2u_tasks.benchmarks import load_benchmark
 from g2u_tasks.config import RunConfig, is_secret_option
 from g2u_tasks.families import EditFamily, load_families
+from g2u_tasks.adapters import load_benchmark_spec
+from g2u_tasks.judge import JudgeSpec
 from g2u_tasks.metrics import compute_metrics
+from g2u_tasks.official import has_spec, official_metrics
 from g2u_tasks.quarantine import quarantine_row, quarantine_table
 from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
 from g2u_tasks.store import ThoughtStore
@@ -28,10 +31,15 @@ def families_of(cfg: RunConfig) -> list[EditFamily]:
 
 
 def load_items(cfg: RunConfig) -> list[Item]:
+    """Known benchmarks load through their spec's adapter (HF exports, custom TSVs); others generically."""
     items: list[Item] = []
+    opts = cfg.storage_options or None
     for b in cfg.benchmarks:
-        items.extend(load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit,
-                                    storage_options=cfg.storage_options or None))
+        if has_spec(b.name) and b.question_type is None:
+            items.extend(load_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name))
+        else:
+            items.extend(load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit,
+                                        storage_options=opts))
     return items
 
 
@@ -97,7 +105,10 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
         extra += [quarantine_row(run_id, table, r.get("benchmark"), r.get("item_id"), r["reasons"],
                                  {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
                   for r in bad.iter_rows(named=True)]
-    metrics, bad_metrics = validate("metrics", pl.from_arrow(compute_metrics(good["predictions"])))
+    judge = JudgeSpec(**cfg.judge.model_dump()) if cfg.judge else None
+    all_metrics = pa.concat_tables([compute_metrics(good["predictions"]),
+                                    official_metrics(items, good["predictions"], judge)])
+    metrics, bad_metrics = validate("metrics", pl.from_arrow(all_metrics))
     extra += [quarantine_row(run_id, "metrics", r["benchmark"], None, r["reasons"],
                              {k: v for k, v in r.items() if k != "reasons"}) for r in bad_metrics.iter_rows(named=True)]
     run_ok, run_bad = validate("runs", pl.from_arrow(run))

@@ -30,7 +30,7 @@ def items_from_table(items: pl.DataFrame) -> dict[tuple[str, str], Item]:
     }
 
 
-def _has_spec(benchmark: str) -> bool:
+def has_spec(benchmark: str) -> bool:
     try:
         resolve(benchmark)
     except ValueError:
@@ -44,7 +44,7 @@ def official_metrics(items: pl.DataFrame, predictions: pl.DataFrame, judge: Judg
     for (run_id, benchmark, condition, mode), part in predictions.group_by(
         ["run_id", "benchmark", "condition", "mode"], maintain_order=True
     ):
-        if not _has_spec(benchmark):
+        if not has_spec(benchmark):
             continue
         per_metric: dict[str, list[dict]] = defaultdict(list)
         for _, seed_part in part.group_by("seed", maintain_order=True):

@@ -16,6 +16,9 @@ from g2u_tasks.store import ThoughtStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests/fixtures/benchmarks"
+N_ITEMS = {"DemoShapes": 6, "DemoYesNo": 6, "Broken": 2, "MME": 28, "MMVet": 3}
+N_GOOD = sum(N_ITEMS.values())
 
 
 def _b64_png(colour) -> str:
@@ -46,6 +49,8 @@ def run_env(tmp_path_factory, prefect_harness, tiny_llava):
             {"name": "DemoShapes", "source": str(REPO / "data/demo/DemoShapes.tsv"), "limit": 6},
             {"name": "DemoYesNo", "source": str(REPO / "data/demo/DemoYesNo.tsv"), "limit": 6},
             {"name": "Broken", "source": str(root / "Broken.tsv"), "question_type": "yes_no"},
+            {"name": "MME", "source": str(FIX / "MME.tsv")},
+            {"name": "MMVet", "source": str(FIX / "MMVet.tsv"), "limit": 3},
         ],
         "understander": {"backend": "transformers", "model": str(tiny_llava), "params": {"max_new_tokens": 4}},
         "batch_size": 8,
@@ -71,7 +76,7 @@ def test_predictions_cover_every_condition(run_env):
     rows = con.execute("""SELECT benchmark, condition, mode, count(*) FROM predictions
                           GROUP BY ALL ORDER BY ALL""").fetchall()
     con.close()
-    n_items = {"DemoShapes": 6, "DemoYesNo": 6, "Broken": 2}
+    n_items = N_ITEMS
     expected = {(b, "baseline", "baseline", n) for b, n in n_items.items()}
     expected |= {(b, f, m, n) for b, n in n_items.items() for f in BUILTINS for m in ("concat", "replace")}
     assert set(rows) == expected
@@ -83,8 +88,8 @@ def test_one_ok_thought_per_item_and_family(run_env):
     per = con.execute("""SELECT benchmark, item_id, family, count(*) FILTER (WHERE status = 'ok') AS ok
                          FROM thoughts GROUP BY ALL""").fetchall()
     con.close()
-    assert len(per) == 14 * len(BUILTINS) and all(r[3] == 1 for r in per)
-    assert first["generated"] == 14 * len(BUILTINS) and first["reused"] == 0 and first["dataset_version"] == 0
+    assert len(per) == N_GOOD * len(BUILTINS) and all(r[3] == 1 for r in per)
+    assert first["generated"] == N_GOOD * len(BUILTINS) and first["reused"] == 0 and first["dataset_version"] == 0
 
 
 def test_broken_rows_quarantined_with_reasons(run_env):
@@ -117,7 +122,7 @@ def test_rerun_reuses_everything_and_duplicates_nothing(run_env):
 
     out = CliRunner().invoke(app, ["run", str(root / "cfg.yaml")])
     assert out.exit_code == 0, out.output
-    assert "0 thought(s) generated, 56 reused" in out.output
+    assert f"0 thought(s) generated, {N_GOOD * len(BUILTINS)} reused" in out.output
     assert {p: p.stat().st_mtime_ns for p in sorted((root / "store/thoughts/blobs").rglob("*.png"))} == stamps
     assert store.version() == 0
     assert _counts(cfg["warehouse"]) == before
@@ -130,7 +135,7 @@ def test_cli_query_and_report(run_env):
     runner = CliRunner()
     out = runner.invoke(app, ["query", "SELECT count(*) AS n FROM predictions", "-w", cfg["warehouse"], "-f", "json"])
     assert out.exit_code == 0, out.output
-    assert '"n": 126' in out.output  # 14 items x 9 conditions
+    assert f'"n": {N_GOOD * 9}' in out.output  # baseline + 4 families x 2 modes
     out = runner.invoke(app, ["report", "quarantine_summary", "-w", cfg["warehouse"], "-f", "csv"])
     lines = out.output.strip().splitlines()
     assert out.exit_code == 0 and len(lines) == 3 and all(",items,Broken," in ln for ln in lines[1:])
@@ -138,3 +143,21 @@ def test_cli_query_and_report(run_env):
     assert "gain_over_baseline" in out.output and "fidelity_by_family" in out.output
     out = runner.invoke(app, ["report", "nope", "-w", cfg["warehouse"]])
     assert out.exit_code != 0 and "unknown report 'nope'" in str(out.exception)
+
+
+def test_official_metrics_per_condition(run_env):
+    root, cfg, first = run_env
+    con = duckdb.connect(cfg["warehouse"], read_only=True)
+    mme = con.execute("""SELECT condition, mode, value, status, unit FROM metrics
+                         WHERE benchmark = 'MME' AND metric = 'perception'""").fetchall()
+    mmvet = con.execute("""SELECT DISTINCT status FROM metrics
+                           WHERE benchmark = 'MMVet' AND metric = 'Overall'""").fetchall()
+    demo = con.execute("SELECT DISTINCT metric FROM metrics WHERE benchmark = 'DemoShapes'").fetchall()
+    con.close()
+    assert len(mme) == 9 and all(r[3] == "ok" and r[4] == "sum" and 0 <= r[2] <= 2000 for r in mme)
+    assert mmvet == [("not_computed",)]  # judge-only metric without a judge: never a zero
+    assert sorted(demo) == [("accuracy",), ("unparsed_rate",)]
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["report", "official_metrics", "-w", cfg["warehouse"], "-f", "csv"])
+    assert out.exit_code == 0 and "not computed" in out.output and ",perception," in out.output
