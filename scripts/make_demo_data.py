@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import base64
 import random
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+from g2u_tasks.images import stable_png
 
 SIZE = 96
 SEED = 20260515
@@ -40,19 +39,7 @@ LETTERS = "ABCD"
 # ---------------------------------------------------------------- drawing
 
 
-def png_bytes(img: Image.Image) -> bytes:
-    """RGB PNG, filter 0 on every row, zlib level 9: same pixels give the same bytes."""
-    img = img.convert("RGB")
-    width, height = img.size
-    raw, stride = img.tobytes(), width * 3
-    scanlines = b"".join(b"\x00" + raw[y * stride : (y + 1) * stride] for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 9)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
+png_bytes = stable_png  # byte-stable across Pillow/zlib builds
 
 
 def background(seed: int) -> Image.Image:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import base64
 import random
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
+from g2u_tasks.images import stable_png
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "benchmarks"
@@ -47,19 +46,7 @@ YES_NO = " Please answer yes or no."
 # ---------------------------------------------------------------- images
 
 
-def png_bytes(img: Image.Image) -> bytes:
-    """RGB PNG, filter 0 on every row, zlib level 9: same pixels give the same bytes."""
-    img = img.convert("RGB")
-    width, height = img.size
-    raw, stride = img.tobytes(), width * 3
-    scanlines = b"".join(b"\x00" + raw[y * stride: (y + 1) * stride] for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 9)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
+png_bytes = stable_png  # byte-stable across Pillow/zlib builds
 
 
 def picture(seed: int) -> bytes:
