@@ -89,13 +89,32 @@ def understand(config: str, dataset_version: Annotated[int, typer.Option("--data
 def report(name: Annotated[Optional[str], typer.Argument()] = None, fmt: FormatOpt = "table",
            run_id: Annotated[Optional[str], typer.Option("--run-id")] = None,
            warehouse_path: WarehouseOpt = warehouse.default_path(),
-           list_: Annotated[bool, typer.Option("--list", help="list the reports")] = False) -> None:
-    """Render a SQL report from sql/ (default: gain over baseline) for a run (default: latest)."""
+           list_: Annotated[bool, typer.Option("--list", help="list the reports")] = False,
+           out: Annotated[Optional[str], typer.Option(
+               "--out", help="also write NAME.md/.csv/.json and the report's PNG figures to this folder")] = None) -> None:
+    """Render a report (SQL from sql/ or Python-backed statistics; default: gain over baseline) for a run
+    (default: latest); `g2u report summary --out DIR` writes the one-page summary with its figures."""
     if list_:
         _show(pl.DataFrame({"report": list(reports.list_reports()), "question": list(reports.list_reports().values())}),
               fmt)
         return
-    _report(warehouse_path, name or reports.DEFAULT_REPORT, run_id, fmt)
+    name = name or reports.DEFAULT_REPORT
+    if out is None:
+        _report(warehouse_path, name, run_id, fmt)
+        return
+    con = warehouse.connect(warehouse_path, read_only=True)
+    try:
+        frame, written = reports.write_report(con, name, out, run_id)
+        header = reports.run_header(con, run_id)
+    finally:
+        con.close()
+    if fmt == "table":
+        console.print(f"[bold]{name}[/bold] — {reports.list_reports().get(name, '')}")
+        console.print(header)
+        frame = frame.drop("run_id", strict=False)
+    _show(frame, fmt)
+    for path in written:
+        typer.echo(f"wrote {path}", err=True)  # stderr: keeps csv/json on stdout clean
 
 
 @app.command()

@@ -1,15 +1,66 @@
-"""Deployment entry points: flows parameterised by a config path (what prefect.yaml schedules)."""
+"""Deployment entry points (what prefect.yaml deploys): flows parameterised by a config path.
+
+Each takes `config_path` (relative to the worker's working directory, or absolute) and `overrides`
+(`key.sub=value` strings, as `g2u run --set`), loads and validates the config, then runs the stage.
+Stages run alone resolve what they need from the store: the latest dataset version, and the run id
+that config gives on it (run ids are deterministic)."""
 from __future__ import annotations
 
 from prefect import flow
 
-from flows.pipeline import g2u_pipeline
-from g2u_tasks.config import load_config
+from flows import executor
+from flows.pipeline import g2u_pipeline, materialise_thoughts, report, run_understanding, validate_and_load
+from g2u_tasks import jobs, reports
+from g2u_tasks.config import RunConfig, load_config
+
+
+def _config(config_path: str, overrides: list[str] | None) -> RunConfig:
+    cfg = load_config(config_path, overrides)
+    executor.executor_spec(cfg)  # fail before any work on a bad `executor:` block
+    return cfg
+
+
+def _version(cfg: RunConfig, dataset_version: int | None) -> int | None:
+    return dataset_version if dataset_version is not None else jobs.open_store(cfg).version()
 
 
 @flow(name="g2u_pipeline_from_config")
 def pipeline_from_config(config_path: str, overrides: list[str] | None = None) -> dict:
-    """The main job for a config file (relative to the working directory)."""
-    cfg = load_config(config_path, overrides)
+    """The main job: materialise -> understand -> validate -> load -> report."""
+    cfg = _config(config_path, overrides)
     result = g2u_pipeline(cfg.model_dump(mode="json"))
     return {k: v for k, v in result.items() if k != "report"}
+
+
+@flow(name="materialise_from_config")
+def materialise_from_config(config_path: str, overrides: list[str] | None = None) -> dict:
+    """Generate the thoughts new benchmark items (or families, seeds) need; one dataset version."""
+    cfg = _config(config_path, overrides)
+    return materialise_thoughts(cfg.model_dump(mode="json"))
+
+
+@flow(name="understand_from_config")
+def understand_from_config(config_path: str, overrides: list[str] | None = None,
+                           dataset_version: int | None = None) -> dict:
+    """Understanding passes pinned to a dataset version (default: the latest); returns the run id."""
+    cfg = _config(config_path, overrides)
+    version = _version(cfg, dataset_version)
+    return {"run_id": run_understanding(cfg.model_dump(mode="json"), version), "dataset_version": version}
+
+
+@flow(name="validate_and_load_from_config")
+def validate_and_load_from_config(config_path: str, overrides: list[str] | None = None,
+                                  dataset_version: int | None = None, run_id: str | None = None) -> dict:
+    """Validate a finished understanding run and load it into the warehouse (one DuckDB load)."""
+    cfg = _config(config_path, overrides)
+    version = _version(cfg, dataset_version)
+    run_id = run_id or jobs.run_id_for(cfg, version)
+    return {"run_id": run_id, "loaded": validate_and_load(cfg.model_dump(mode="json"), run_id, version)}
+
+
+@flow(name="report_from_config")
+def report_from_config(config_path: str, overrides: list[str] | None = None,
+                       name: str = reports.DEFAULT_REPORT, run_id: str | None = None) -> str:
+    """One SQL report over the config's warehouse, published as a Prefect artifact."""
+    cfg = _config(config_path, overrides)
+    return report(cfg.warehouse, name, run_id)

@@ -9,17 +9,19 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from g2u_tasks import jobs, reports, warehouse
+from g2u_tasks import jobs, planning, reports, warehouse
 from g2u_tasks.config import RunConfig
-from g2u_tasks.materialise import commit_thoughts, generate_batch, plan_thoughts, recover_pending, split_reused
+from g2u_tasks.materialise import (
+    commit_thoughts, generate_batch, plan_summary, plan_thoughts, recover_pending, split_reused,
+)
 from g2u_tasks.quarantine import quarantine_table
 from g2u_tasks.records import items_table
 from g2u_tasks.understand import plan_understanding, understand_batch
-from g2u_tasks.understanders import get_understander
+from flows import executor
 from flows.progress import progress
 
 TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -32,6 +34,27 @@ def _batches(seq: list, size: int) -> list[list]:
 @task(name="generate-thoughts", retries=1, retry_delay_seconds=2, **TASK_OPTS)
 def generate_thoughts_task(store, generator_spec, batch):
     return generate_batch(store, generator_spec, batch)
+
+
+@task(name="plan-thoughts", **TASK_OPTS)
+def plan_batch_task(planner_spec, families, batch):
+    return planning.plan_batch(planner_spec, families, batch)
+
+
+def _self_directed_plans(cfg: RunConfig, store, items, families, runner, log) -> dict | None:
+    """prompt_source self|planner: plans recorded in the store, plus new ones asked per item x seed
+    (batches mapped where the models run)."""
+    if cfg.prompt_source == "template":
+        return None
+    plans, todo = planning.split_recorded(store.manifest(), items, families, cfg)
+    spec = planning.planner_spec(cfg)
+    log.info("plans (%s, %s): %d recorded, %d to ask", cfg.prompt_source, spec.label(), len(plans), len(todo))
+    futures = runner.map(plan_batch_task, _batches(todo, cfg.batch_size), planner_spec=spec, families=families)
+    new = [p for f in progress(futures, "planning", log) for p in f.result()]
+    plans.update({p.plan_id: p for p in new})
+    for p in [p for p in new if p.status != planning.OK][:5]:
+        log.warning("plan %s: %s", p.status, p.reason)
+    return plans
 
 
 @task(name="answer-batch", **TASK_OPTS)
@@ -47,19 +70,25 @@ def materialise_thoughts(config: dict) -> dict:
     items, rejected = jobs.screen_items(jobs.load_items(cfg), run_id="materialise")
     if rejected:
         log.warning("%d item(s) fail the items suite and get no thoughts (quarantined with the run)", len(rejected))
-    planned = plan_thoughts(items, jobs.families_of(cfg), cfg)
-    todo, reused = split_reused(store, planned)
-    todo, recovered = recover_pending(store, todo)  # blobs a killed run wrote but never committed
-    log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, %d to generate",
-             len(planned), reused, recovered.num_rows, len(todo))
-    futures = generate_thoughts_task.map(unmapped(store), unmapped(cfg.generator), _batches(todo, cfg.batch_size))
-    tables = [f.result() for f in progress(futures, "generating thoughts", log)]
+    families = jobs.families_of(cfg)
+    with executor.batch_runner(cfg) as runner:  # the flow's task runner, or Dask workers (executor:)
+        plans = _self_directed_plans(cfg, store, items, families, runner, log)
+        planned = plan_thoughts(items, families, cfg, plans)
+        if plans is not None:
+            log.info("plans: %s", ", ".join(f"{k}={v}" for k, v in plan_summary(planned).items()))
+        todo, reused = split_reused(store, planned)
+        todo, recovered = recover_pending(store, todo)  # blobs a killed run wrote but never committed
+        log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, "
+                 "%d to generate", len(planned), reused, recovered.num_rows, len(todo))
+        futures = runner.map(generate_thoughts_task, _batches(todo, cfg.batch_size), store=store,
+                             generator_spec=cfg.generator)
+        tables = [f.result() for f in progress(futures, "generating thoughts", log)]
     failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
     committed = commit_thoughts(store, [recovered, *tables], planned)
     version = committed if committed is not None else store.version()
     log.info("dataset version %s (%s)", version, "new commit" if committed is not None else "unchanged")
     return {"dataset_version": version, "planned": len(planned), "generated": len(todo) - failed,
-            "failed": failed, "reused": reused, "recovered": recovered.num_rows}
+            "failed": failed, "reused": reused, "recovered": recovered.num_rows, **plan_summary(planned)}
 
 
 @flow(name="run_understanding", log_prints=True)
@@ -71,23 +100,29 @@ def run_understanding(config: dict, dataset_version: int | None, materialised: d
     run_id = jobs.run_id_for(cfg, dataset_version)
     items, quarantined = jobs.screen_items(jobs.load_items(cfg), run_id)
     manifest = store.manifest(dataset_version) if dataset_version is not None else store.manifest()
-    planned = plan_thoughts(items, jobs.families_of(cfg), cfg)
-    tasks, missing = plan_understanding(items, planned, cfg.modes, manifest, run_id)
+    families = jobs.families_of(cfg)
+    plans = None  # self/planner: the plans this dataset version recorded (no model calls here)
+    if cfg.prompt_source != "template":
+        plans, _ = planning.split_recorded(manifest, items, families, cfg)
+    planned = plan_thoughts(items, families, cfg, plans)
+    tasks, missing = plan_understanding(items, planned, cfg.modes, manifest, run_id, cfg.gate_psnr_db)
     quarantined += missing
-    understander = get_understander(cfg.understander)
-    log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), len(tasks), understander.name)
     predictions = []
-    for batch in progress(_batches(tasks, cfg.batch_size), "answering", log):
-        table, bad = answer_batch_task(store, cfg.understander, run_id, batch)
-        predictions.append(table)
-        quarantined += bad
+    with executor.batch_runner(cfg) as runner:  # batches mapped over the workers, results in batch order
+        name, notes = runner.load_understander(cfg.understander)
+        log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), len(tasks), name)
+        futures = runner.map(answer_batch_task, _batches(tasks, cfg.batch_size), store=store,
+                             understander_spec=cfg.understander, run_id=run_id)
+        for table, bad in (f.result() for f in progress(futures, "answering", log)):
+            predictions.append(table)
+            quarantined += bad
     store.write_run_table(run_id, "items", items_table(items))
     store.write_run_table(run_id, "predictions", pa.concat_tables(predictions) if predictions
                           else pa.schema([]).empty_table())
     store.write_run_table(run_id, "quarantine", quarantine_table(quarantined))
     m = materialised or {}
     store.write_run_table(run_id, "run", jobs.run_row(
-        cfg, run_id, dataset_version, started, understander.name, understander.notes, len(items),
+        cfg, run_id, dataset_version, started, name, notes, len(items),
         m.get("generated", 0), m.get("reused", 0)))
     log.info("run %s: %d quarantined row(s)", run_id, len(quarantined))
     return run_id

@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from g2u_tasks.records import MODES, canonical_json, sha256_hex
+from g2u_tasks.records import DEFAULT_MODES, canonical_json, sha256_hex
 
 
 # Storage options never carry secrets: they end up in flow parameters, run records and logs.
@@ -87,8 +87,13 @@ class RunConfig(BaseModel):
     benchmarks: list[BenchmarkSpec]
     families: list[str] = ["detail_enhancement", "context_expansion", "structural_visualisation", "identity"]
     families_dir: str | None = None  # extra family YAML files, searched before the built-ins
-    modes: list[Literal["baseline", "concat", "replace"]] = list(MODES)
+    modes: list[Literal["baseline", "concat", "replace", "replace_gated", "concat_conversation"]] = list(DEFAULT_MODES)
     prompt_source: Literal["template", "self", "planner"] = "template"
+    # prompt_source=planner: the external model that picks the family and writes the instruction
+    # (e.g. {backend: openai, model: gpt-4o, params: {base_url: ...}}; its key comes from the environment).
+    planner: ModelSpec | None = None
+    plan_max_new_tokens: int = Field(128, ge=8)  # answer budget of a planning call (self; planner default)
+    gate_psnr_db: float = 25.0  # replace_gated: the thought replaces the original only above this PSNR
     seeds: list[int] = [0]
     generator: ModelSpec = ModelSpec(backend="reference")
     understander: ModelSpec
@@ -96,6 +101,8 @@ class RunConfig(BaseModel):
     judge: JudgeConfig | None = None
     run_id: str | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    # Where batches run (flows/executor.py validates it): {kind: local|dask, address, n_workers, gpus_per_worker, ...}
+    executor: dict[str, Any] | None = None
 
     @field_validator("families")
     @classmethod
@@ -103,6 +110,20 @@ class RunConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError(f"families listed twice: {v}")
         return v
+
+    @field_validator("modes")
+    @classmethod
+    def _unique_modes(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"modes listed twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _planner_when_needed(self) -> "RunConfig":
+        if self.prompt_source == "planner" and self.planner is None:
+            raise ValueError("prompt_source: planner needs a `planner` model spec, e.g. "
+                             "planner: {backend: openai, model: NAME, params: {base_url: URL}}")
+        return self
 
     @field_validator("storage_options")
     @classmethod
@@ -126,8 +147,14 @@ class RunConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (the run id is derived from it)."""
-        body = self.model_dump(exclude={"run_id", "warehouse"})
+        body = self.model_dump(exclude={"run_id", "warehouse", "executor"})  # executor: where, not what
+        for key, default in _FINGERPRINT_NEUTRAL.items():  # keys added later: at their default they
+            if body.get(key) == default:  # leave older configs' run ids unchanged
+                body.pop(key)
         return sha256_hex(canonical_json(body))[:12]
+
+
+_FINGERPRINT_NEUTRAL = {"planner": None, "plan_max_new_tokens": 128, "gate_psnr_db": 25.0}
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

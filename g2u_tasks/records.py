@@ -9,7 +9,8 @@ from typing import Any
 import pyarrow as pa
 
 QUESTION_TYPES = ("mcq", "yes_no", "open", "numeric")
-MODES = ("baseline", "concat", "replace")
+MODES = ("baseline", "concat", "replace", "replace_gated", "concat_conversation")
+DEFAULT_MODES = ("baseline", "concat", "replace")  # the paper's three; the feedback formats are opt-in
 PROMPT_SOURCES = ("template", "self", "planner")
 BASELINE = "baseline"
 
@@ -68,26 +69,31 @@ class ThoughtSpec:
     generator_revision: str | None
     generator_params: dict[str, Any]
     seed: int
+    # Self-directed thoughts only (prompt_source self|planner): the family the model chose and its plan.
+    chosen_family: str | None = None
+    plan_id: str | None = None
 
     def key_json(self) -> str:
-        return canonical_json(
-            {
-                "benchmark": self.benchmark,
-                "item_id": self.item_id,
-                "image_sha256": self.image_sha256,
-                "family": self.family,
-                "family_version": self.family_version,
-                "prompt": self.prompt,
-                "prompt_source": self.prompt_source,
-                "generator": {
-                    "backend": self.generator,
-                    "model": self.generator_model,
-                    "revision": self.generator_revision,
-                    "params": self.generator_params,
-                },
-                "seed": self.seed,
-            }
-        )
+        key = {
+            "benchmark": self.benchmark,
+            "item_id": self.item_id,
+            "image_sha256": self.image_sha256,
+            "family": self.family,
+            "family_version": self.family_version,
+            "prompt": self.prompt,
+            "prompt_source": self.prompt_source,
+            "generator": {
+                "backend": self.generator,
+                "model": self.generator_model,
+                "revision": self.generator_revision,
+                "params": self.generator_params,
+            },
+            "seed": self.seed,
+        }
+        if self.prompt_source != "template":  # template keys stay as they always were
+            key["chosen_family"] = self.chosen_family
+            key["plan_id"] = self.plan_id
+        return canonical_json(key)
 
     @property
     def thought_id(self) -> str:
@@ -140,6 +146,14 @@ THOUGHTS_SCHEMA = pa.schema(
         ("status", pa.string()),  # ok | failed
         ("error", pa.string()),
         ("created_at", _ts),
+        # added with self-directed imagination and fidelity gating (nullable; older rows read as null)
+        ("chosen_family", pa.string()),  # template: = family; self/planner: the family the model chose
+        ("plan_status", pa.string()),  # ok | parse_failed; null for template thoughts
+        ("plan_raw", pa.string()),  # the planner's raw answer; null for template thoughts
+        ("plan_id", pa.string()),  # hash of what the plan depends on (item, planner, menu, seed)
+        ("planner", pa.string()),  # the model that planned, e.g. "transformers:<path>"
+        ("plan_decoding", pa.string()),  # greedy (choices deterministic across seeds) | sampled
+        ("psnr_gated", pa.float64()),  # PSNR vs the source padded to square with black (replace_gated)
     ]
 )
 
@@ -148,8 +162,8 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("benchmark", pa.string()),
         ("item_id", pa.string()),
-        ("condition", pa.string()),  # baseline | family name
-        ("mode", pa.string()),  # baseline | concat | replace
+        ("condition", pa.string()),  # baseline | family name | self | planner
+        ("mode", pa.string()),  # one of MODES
         ("seed", pa.int64()),
         ("thought_id", pa.string()),
         ("understander", pa.string()),
@@ -158,6 +172,7 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("extracted_answer", pa.string()),
         ("answer", pa.string()),
         ("correct", pa.bool_()),
+        ("gate_passed", pa.bool_()),  # replace_gated: True = thought used, False = original kept; else null
     ]
 )
 

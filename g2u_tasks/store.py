@@ -239,7 +239,7 @@ class ThoughtStore:
             storage_options=self.delta_storage_options,
             credential_provider=None,
         )
-        return df.select(THOUGHTS_SCHEMA.names)
+        return _with_current_schema(df)
 
     def existing_ok(self, thought_ids: Iterable[str], version: int | None = None) -> pl.DataFrame:
         """First "ok" manifest row per requested thought_id."""
@@ -403,8 +403,23 @@ class ThoughtStore:
 
 def merge_insert_missing(dt: DeltaTable, table: pa.Table, props: CommitProperties) -> int:
     """MERGE: insert rows whose key has no ok row in the table; returns rows inserted."""
-    merger = dt.merge(table, _MERGE_PREDICATE, source_alias="s", target_alias="t", commit_properties=props)
+    # merge_schema: a table written before newer THOUGHTS_SCHEMA columns existed gains them (older rows: null)
+    merger = dt.merge(table, _MERGE_PREDICATE, source_alias="s", target_alias="t", merge_schema=True,
+                      commit_properties=props)
     return int(merger.when_not_matched_insert_all().execute().get("num_target_rows_inserted", 0))
+
+
+def _with_current_schema(df: pl.DataFrame) -> pl.DataFrame:
+    """Manifest rows in THOUGHTS_SCHEMA: columns an older table (or version) lacks read as null;
+    chosen_family of template rows defaults to their family."""
+    missing = [f for f in THOUGHTS_SCHEMA if f.name not in df.columns]
+    if missing:
+        empty = pl.from_arrow(pa.schema(missing).empty_table())
+        df = df.with_columns(pl.lit(None, dtype=empty.schema[f.name]).alias(f.name) for f in missing)
+    template = (pl.col("prompt_source") == "template") & pl.col("chosen_family").is_null()
+    df = df.with_columns(pl.when(template).then(pl.col("family")).otherwise(pl.col("chosen_family"))
+                         .alias("chosen_family"))
+    return df.select(THOUGHTS_SCHEMA.names)
 
 
 def _one_row_per_key(table: pa.Table) -> pa.Table:

@@ -161,3 +161,41 @@ def test_official_metrics_per_condition(run_env):
 
     out = CliRunner().invoke(app, ["report", "official_metrics", "-w", cfg["warehouse"], "-f", "csv"])
     assert out.exit_code == 0 and "not computed" in out.output and ",perception," in out.output
+
+
+def test_self_directed_run_on_the_same_store_records_parse_failures(run_env):
+    """prompt_source=self with the tiny random model: plans fail to parse and are recorded, not guessed."""
+    root, cfg, first = run_env
+    from flows.pipeline import g2u_pipeline
+
+    small = {**cfg, "benchmarks": cfg["benchmarks"][:1], "prompt_source": "self", "plan_max_new_tokens": 12,
+             "modes": ["baseline", "replace_gated", "concat_conversation"]}
+    out = g2u_pipeline(small)
+    assert out["plans_ok"] + out["plans_parse_failed"] == 6 and out["failed"] == out["plans_parse_failed"]
+    con = duckdb.connect(cfg["warehouse"], read_only=True)
+    plans = con.execute("""SELECT plan_status, count(*) FROM thoughts WHERE prompt_source = 'self'
+                           GROUP BY ALL""").fetchall()
+    template = con.execute("""SELECT count(*) FROM thoughts WHERE prompt_source = 'template'
+                              AND (chosen_family IS DISTINCT FROM family OR plan_status IS NOT NULL)""").fetchall()
+    reasons = con.execute("SELECT reason FROM quarantine WHERE run_id = ? AND stage = 'predictions'",
+                          [out["run_id"]]).fetchall()
+    con.close()
+    assert dict(plans).get("parse_failed", 0) == out["plans_parse_failed"] and template == [(0,)]
+    assert len(reasons) == out["plans_parse_failed"] and all("plan parse failed" in r[0] for r in reasons)
+
+
+def test_gated_and_conversation_modes_end_to_end(run_env):
+    root, cfg, first = run_env
+    from flows.pipeline import g2u_pipeline
+
+    small = {**cfg, "benchmarks": cfg["benchmarks"][:1], "families": ["detail_enhancement", "identity"],
+             "modes": ["replace_gated", "concat_conversation"]}
+    out = g2u_pipeline(small)
+    assert out["generated"] == 0 and out["reused"] == 12
+    con = duckdb.connect(cfg["warehouse"], read_only=True)
+    rows = con.execute("""SELECT p.mode, p.gate_passed, t.psnr_gated FROM predictions p
+                          JOIN thoughts t USING (thought_id) WHERE p.run_id = ?""", [out["run_id"]]).fetchall()
+    con.close()
+    assert len(rows) == 24 and {r[0] for r in rows} == {"replace_gated", "concat_conversation"}
+    assert all(r[1] == (r[2] > 25.0) for r in rows if r[0] == "replace_gated")
+    assert all(r[1] is None for r in rows if r[0] == "concat_conversation")

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from g2u_tasks.config import ModelSpec
 from g2u_tasks.tiny_models import ensure_model, read_model_card
-from g2u_tasks.understanders.base import UnderstandRequest, register_backend
+from g2u_tasks.understanders.base import Turn, UnderstandRequest, register_backend
+
+# Fallback when the chat template cannot show images in an assistant turn: the assistant turn keeps
+# a text stand-in and its images open the next user turn under this label.
+EARLIER_OUTPUT_TEXT = "Here is the edited image."
+EARLIER_OUTPUT_LABEL = "The image above is the edited image you produced in your previous turn."
 
 _DTYPES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "float32": "float32",
@@ -58,11 +63,51 @@ class TransformersUnderstander:
             tok.pad_token = tok.eos_token
         self._lock = threading.Lock()  # one answer() at a time per instance
         self._proc_lock = threading.Lock()  # the processor/tokenizer is used from two threads
+        self.assistant_images = self._template_shows_assistant_images()
+
+    # ---- message building ------------------------------------------------------
+    def _apply_template(self, messages: list[dict]) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    @staticmethod
+    def _content(n_images: int, text: str) -> list[dict]:
+        return [{"type": "image"} for _ in range(n_images)] + ([{"type": "text", "text": text}] if text else [])
+
+    def _template_shows_assistant_images(self) -> bool:
+        """Probe once: does the chat template render an image placed in an assistant turn?
+        (It may raise, or silently drop it: then the rendering equals the text-only one.)"""
+        def probe(n: int) -> str:
+            return self._apply_template([
+                {"role": "user", "content": self._content(0, "q")},
+                {"role": "assistant", "content": self._content(n, "a")},
+                {"role": "user", "content": self._content(0, "q")},
+            ])
+        try:
+            return probe(1) != probe(0)
+        except Exception:  # noqa: BLE001 - any template error means "not supported"
+            return False
+
+    def _messages(self, turns: list[Turn]) -> list[dict]:
+        """Chat messages of a conversation, images in order; assistant images moved to the next user
+        turn (labelled as the model's own earlier output) when the template cannot show them."""
+        messages, carried = [], 0
+        for t in turns:
+            if t.role == "assistant" and t.images and not self.assistant_images:
+                messages.append({"role": "assistant", "content": self._content(0, t.text or EARLIER_OUTPUT_TEXT)})
+                carried += len(t.images)
+                continue
+            content = self._content(len(t.images), t.text)
+            if carried:
+                content = self._content(carried, EARLIER_OUTPUT_LABEL) + content
+                carried = 0
+            messages.append({"role": t.role, "content": content})
+        return messages
 
     def _render(self, req: UnderstandRequest) -> str:
+        if req.turns:
+            return self._apply_template(self._messages(req.turns))
         content = [{"type": "image"} for _ in req.images] + [{"type": "text", "text": req.prompt}]
-        messages = [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self._apply_template([{"role": "user", "content": content}])
 
     def _prepare(self, batch: list[UnderstandRequest]):
         """Processor outputs (CPU tensors) for one chunk; images nested per prompt."""

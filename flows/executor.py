@@ -1,0 +1,260 @@
+"""Where a stage's batches run, and the policy every batch task gets.
+
+`executor:` in the run config (optional; default = local):
+
+    executor: {kind: dask, address: null, n_workers: 2, gpus_per_worker: 1, task_timeout_s: 3600}
+
+- kind local: the flow's own task runner (threads in the flow process; models are shared and locked).
+- kind dask: prefect-dask's DaskTaskRunner. With `address`, an existing scheduler (a long-lived
+  cluster, models stay resident between runs); without, a cluster on this host for the stage:
+  one worker process per GPU slice, CUDA_VISIBLE_DEVICES pinned per worker, 1 thread each. Models
+  stay resident per worker process through the per-process caches in g2u_tasks.
+- Every batch task gets the `gpu` tag (Prefect tag concurrency limits), retries with exponential
+  backoff + jitter on transient storage/endpoint errors only, and `task_timeout_s`.
+
+Prefect is imported lazily: benchmarks/scaleout.py uses `local_cluster` on GPU hosts without Prefect.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from distributed import SpecCluster
+    from prefect import Task
+    from prefect.futures import PrefectFuture
+    from prefect.task_runners import TaskRunner
+
+    from g2u_tasks.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+TRANSIENT_S3_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                                "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500"})
+
+
+class ExecutorSpec(BaseModel):
+    """The `executor:` block of a run config. It changes where work runs, never the results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "dask"] = "local"
+    address: str | None = None  # tcp://scheduler:8786 of a running cluster; None: one per stage
+    n_workers: int = Field(1, ge=1)  # worker processes of the per-stage cluster
+    gpus_per_worker: int = Field(1, ge=0)  # GPUs pinned per worker; 0: CPU-only workers
+    threads_per_worker: int = Field(1, ge=1)  # 1: one batch at a time per worker (per GPU)
+    task_timeout_s: float | None = Field(None, gt=0)  # per batch task
+    retries: int = Field(3, ge=0)  # on transient errors only
+    retry_delay_s: float = Field(2.0, ge=0)  # first delay; doubles per retry
+    retry_jitter: float = Field(0.5, ge=0)  # delays vary by up to this fraction
+    gpu_tag: str = "gpu"  # tag for Prefect's tag concurrency limits
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "ExecutorSpec":
+        if self.address and self.kind != "dask":
+            raise ValueError("executor.address needs executor.kind: dask")
+        return self
+
+
+def executor_spec(cfg: "RunConfig") -> ExecutorSpec:
+    try:
+        return ExecutorSpec.model_validate(cfg.executor or {})
+    except ValidationError as err:
+        raise ValueError(f"config key `executor`: {err}") from None
+
+
+# ---- the per-stage cluster on one host ----------------------------------------------------------
+
+def cuda_slices(n_workers: int, gpus_per_worker: int, visible: str | None) -> list[str]:
+    """CUDA_VISIBLE_DEVICES for each worker: consecutive slices of the visible devices."""
+    if gpus_per_worker == 0:
+        return [""] * n_workers  # hide GPUs: CPU workers
+    need = n_workers * gpus_per_worker
+    devices = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(need)]
+    if len(devices) < need:
+        raise ValueError(f"{n_workers} worker(s) x {gpus_per_worker} GPU(s) need {need} devices, "
+                         f"CUDA_VISIBLE_DEVICES has {len(devices)}: {visible!r}")
+    return [",".join(devices[i * gpus_per_worker:(i + 1) * gpus_per_worker]) for i in range(n_workers)]
+
+
+def local_cluster(n_workers: int = 1, gpus_per_worker: int = 1, threads_per_worker: int = 1,
+                  silence_logs: int = logging.WARNING) -> "SpecCluster":
+    """A dask.distributed cluster on loopback: worker i is a process (Nanny) with its own GPU slice.
+
+    No memory limit: a worker that loads a checkpoint through host RAM must not be killed for it."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    logging.getLogger("distributed").setLevel(silence_logs)  # the scheduler logs in this process
+    slices = cuda_slices(n_workers, gpus_per_worker, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    workers = {
+        f"worker-{i}": {"cls": Nanny, "options": {
+            "nthreads": threads_per_worker, "host": "127.0.0.1", "memory_limit": 0,
+            "env": {"CUDA_VISIBLE_DEVICES": devices}, "silence_logs": silence_logs,
+            "resources": {"GPU": gpus_per_worker} if gpus_per_worker else None,
+        }}
+        for i, devices in enumerate(slices)
+    }
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=silence_logs, name="g2u")
+
+
+def dask_task_runner(spec: ExecutorSpec):
+    from prefect_dask import DaskTaskRunner
+
+    if spec.address:
+        return DaskTaskRunner(address=spec.address)
+    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs={
+        "n_workers": spec.n_workers, "gpus_per_worker": spec.gpus_per_worker,
+        "threads_per_worker": spec.threads_per_worker})
+
+
+# ---- retries: transient errors only ---------------------------------------------------------------
+
+@functools.cache
+def _transient_types() -> tuple[type[BaseException], ...]:
+    """Network-level errors of the clients the store and endpoints use (those installed)."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import httpx
+        types.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        from botocore import exceptions as bx
+        types += [bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ReadTimeoutError,
+                  bx.ConnectTimeoutError]
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+        types += [aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError:
+        return None
+    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """True for errors a retry can fix: lost connections, network timeouts, throttling, HTTP 5xx/429.
+    Never for the task's own timeout, bad data, missing files or code errors. Follows the cause chain."""
+    from prefect.task_engine import TaskRunTimeoutError
+
+    from g2u_tasks.openai_client import OpenAIRequestError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TaskRunTimeoutError):
+            return False
+        if isinstance(exc, _transient_types()):
+            return True
+        status = getattr(exc, "status", None) or getattr(getattr(exc, "response", None), "status_code", None)
+        status = status if isinstance(status, int) else None
+        if status in TRANSIENT_HTTP_STATUS or (isinstance(exc, OpenAIRequestError) and status is None):
+            return True
+        if _s3_error_code(exc) in TRANSIENT_S3_CODES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_on_transient(task, task_run, state) -> bool:
+    """Prefect retry_condition_fn: retry only when the failure is transient."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - classify, never swallow
+        return is_transient(exc)
+    return False
+
+
+def with_policy(task: "Task", spec: ExecutorSpec) -> "Task":
+    """The batch task with the GPU tag, transient-error retries (exponential backoff + jitter), timeout."""
+    from prefect.tasks import exponential_backoff
+
+    return task.with_options(
+        tags={*task.tags, spec.gpu_tag},
+        retries=spec.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=spec.retry_delay_s) if spec.retries else 0,
+        retry_jitter_factor=spec.retry_jitter,
+        retry_condition_fn=retry_on_transient,
+        timeout_seconds=spec.task_timeout_s,
+    )
+
+
+# ---- a stage's batches ----------------------------------------------------------------------------
+
+def _describe_understander(spec) -> tuple[str, str | None]:
+    from g2u_tasks.understanders import get_understander
+
+    u = get_understander(spec)
+    return u.name, u.notes
+
+
+class BatchRunner:
+    """Maps a batch task over batches on the stage's task runner (futures in batch order)."""
+
+    def __init__(self, runner: "TaskRunner", spec: ExecutorSpec):
+        self.runner, self.spec = runner, spec
+
+    def map(self, task: "Task", batches: list, **fixed: Any) -> list["PrefectFuture"]:
+        from prefect import unmapped
+
+        if not batches:
+            return []
+        params = {k: unmapped(v) for k, v in fixed.items()} | {"batch": batches}
+        return list(self.runner.map(with_policy(task, self.spec), params))
+
+    def load_understander(self, model_spec) -> tuple[str, str | None]:
+        """Load the understander where the batches run (on every Dask worker at once, never in this
+        process then) and return its (name, notes)."""
+        if self.spec.kind == "local":
+            return _describe_understander(model_spec)
+        client = self.runner.client
+        if not self.spec.address:
+            client.wait_for_workers(self.spec.n_workers)
+        futures = [client.submit(_describe_understander, model_spec, workers=[w], pure=False)
+                   for w in client.scheduler_info()["workers"]]
+        return client.gather(futures)[0]
+
+
+@contextmanager
+def _api_shared_with_workers() -> Iterator[None]:
+    """Dask workers report their task runs to this flow's API. Under Prefect's temporary local server
+    the API URL setting is empty and each worker would start a server of its own: pin the running one."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ctx = FlowRunContext.get()
+    if PREFECT_API_URL.value() or ctx is None or ctx.client is None:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: str(ctx.client.api_url).rstrip("/")}):
+        yield
+
+
+@contextmanager
+def batch_runner(cfg: "RunConfig") -> Iterator[BatchRunner]:
+    """The stage's batch runner: the flow's own task runner (local) or a started DaskTaskRunner."""
+    from prefect.context import FlowRunContext
+
+    spec = executor_spec(cfg)
+    if spec.kind == "local":
+        yield BatchRunner(FlowRunContext.get().task_runner, spec)
+        return
+    if spec.address and cfg.store.startswith("file://"):
+        log.warning("executor.address with a file:// store: every worker host must see %s", cfg.store)
+    with _api_shared_with_workers(), dask_task_runner(spec) as runner:
+        yield BatchRunner(runner, spec)
