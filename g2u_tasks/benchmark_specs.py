@@ -2,7 +2,7 @@
 
 Each `BenchmarkSpec` says how a benchmark is read (`formats`, `hf_columns`), what its items are
 (`question_type`), how a free-form prediction becomes an answer (`extraction`), which scorer
-applies (`metric_suite`) and whether an LLM judge is needed (`judge`). Sources: /work/shared/benchmarks.md
+applies (`metric_suite`) and whether an LLM judge is needed (`judge`). Sources: shared/benchmarks.md (project notes)
 (VLMEvalKit at ca9a644 plus the authors' MyVQABench/VisThink classes).
 
 Vocabularies

@@ -1,6 +1,6 @@
 """Answer extraction and per-item scoring, following VLMEvalKit at ca9a644 (after PR #1175).
 
-See /work/shared/benchmarks.md §5.1 (MCQ `can_infer`), §5.2 (`YOrN_Extraction`), §5.3 (the authors'
+See shared/benchmarks.md (project notes) §5.1 (MCQ `can_infer`), §5.2 (`YOrN_Extraction`), §5.3 (the authors'
 `can_infer`), §3.7 (MathVista `post_check`), §3.11 (Q-Spatial parsing) and the appendix (OCRBench).
 No LLM judge is used here: `score` treats a failed MCQ extraction as 'Z' (wrong) and a yes/no 'Unknown'
 as wrong, as VLMEvalKit does under exact matching. The judge lives in `g2u_tasks.judge`.
