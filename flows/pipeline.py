@@ -32,8 +32,8 @@ def _batches(seq: list, size: int) -> list[list]:
 
 
 @task(name="generate-thoughts", retries=1, retry_delay_seconds=2, **TASK_OPTS)
-def generate_thoughts_task(store, generator_spec, batch):
-    return generate_batch(store, generator_spec, batch)
+def generate_thoughts_task(store, generator_spec, batch, similarity_spec=None):
+    return generate_batch(store, generator_spec, batch, similarity_spec)
 
 
 @task(name="plan-thoughts", **TASK_OPTS)
@@ -81,7 +81,7 @@ def materialise_thoughts(config: dict) -> dict:
         log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, "
                  "%d to generate", len(planned), reused, recovered.num_rows, len(todo))
         futures = runner.map(generate_thoughts_task, _batches(todo, cfg.batch_size), store=store,
-                             generator_spec=cfg.generator)
+                             generator_spec=cfg.generator, similarity_spec=cfg.similarity_model)
         tables = [f.result() for f in progress(futures, "generating thoughts", log)]
     failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
     committed = commit_thoughts(store, [recovered, *tables], planned)

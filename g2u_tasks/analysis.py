@@ -110,6 +110,8 @@ def thought_columns(thoughts: pl.DataFrame, with_item: bool = False) -> pl.DataF
     for col in PLAN_COLUMNS:
         if col not in thoughts.columns:
             thoughts = thoughts.with_columns(pl.lit(None, pl.String).alias(col))
+    if "embed_sim" not in thoughts.columns:  # warehouses that predate the column
+        thoughts = thoughts.with_columns(pl.lit(None, pl.Float64).alias("embed_sim"))
     is_self = pl.col("prompt_source").is_in(SELF_SOURCES)
     params = pl.col("generator_params")
     item = [pl.col(c).alias(f"thought_{c}") for c in ("benchmark", "item_id", "seed", "status")] if with_item else []
@@ -117,7 +119,7 @@ def thought_columns(thoughts: pl.DataFrame, with_item: bool = False) -> pl.DataF
         "thought_id", pl.col("family").alias("thought_family"), "prompt_source",
         pl.coalesce("chosen_family", pl.when(is_self).then(pl.lit(UNPARSED_CHOICE)).otherwise(pl.col("family")))
         .alias("chosen_family"),
-        "plan_status", "plan_decoding", "psnr", "ssim", "gen_seconds",
+        "plan_status", "plan_decoding", "psnr", "ssim", "embed_sim", "gen_seconds",
         params.str.json_path_match("$.degrade.kind").alias("degrade_kind"),
         params.str.json_path_match("$.degrade.strength").cast(pl.Float64, strict=False).alias("degrade_strength"),
         *item,
@@ -318,7 +320,7 @@ def thought_gains(data: RunData) -> pl.DataFrame:
                                     & pl.col("psnr").is_not_null())
     per = preds.group_by(["thought_id", "mode"], maintain_order=True).agg(
         *(pl.col(c).first() for c in ("benchmark", "item_id", "condition", "degrade_kind", "degrade_strength",
-                                      "psnr", "ssim")),
+                                      "psnr", "ssim", "embed_sim")),
         pl.col("correct").cast(pl.Float64).mean().alias("treated"))
     per = per.join(baseline_scores(item_scores(data.predictions)), on=ITEM)
     return per.with_columns((pl.col("treated") - pl.col("control")).alias("gain"))
@@ -343,9 +345,12 @@ def fidelity_correlation(gains: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     for key, part in gains.group_by(by, maintain_order=True):
         rho_p, p_p = spearman(part["psnr"], part["gain"])
         rho_s, p_s = spearman(part["ssim"], part["gain"])
-        rows.append({**dict(zip(by, key)), "rho_psnr": rho_p, "p_rho_psnr": p_p, "rho_ssim": rho_s, "p_rho_ssim": p_s})
+        emb = part.filter(pl.col("embed_sim").is_not_null()) if "embed_sim" in part.columns else part.clear()
+        rho_e, p_e = spearman(emb["embed_sim"], emb["gain"]) if emb.height else (None, None)
+        rows.append({**dict(zip(by, key)), "rho_psnr": rho_p, "p_rho_psnr": p_p, "rho_ssim": rho_s, "p_rho_ssim": p_s,
+                     "rho_embed": rho_e, "p_rho_embed": p_e})
     schema = {**{k: gains.schema[k] for k in by}, "rho_psnr": pl.Float64, "p_rho_psnr": pl.Float64,
-              "rho_ssim": pl.Float64, "p_rho_ssim": pl.Float64}
+              "rho_ssim": pl.Float64, "p_rho_ssim": pl.Float64, "rho_embed": pl.Float64, "p_rho_embed": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -369,7 +374,8 @@ def fidelity_gain(data: RunData, n_bins: int = N_BINS) -> pl.DataFrame:
     table = table.sort(["mode", pl.col("family") == IDENTITY, pl.col("family") != ALL, "family", "psnr_bin"],
                        nulls_last=True)
     return _with_run(table.select(*keys, "n_thoughts", "psnr_low", "psnr_high", "mean_psnr", "mean_ssim", "gain_pp",
-                                  "ci_low_pp", "ci_high_pp", "rho_psnr", "p_rho_psnr", "rho_ssim", "p_rho_ssim"),
+                                  "ci_low_pp", "ci_high_pp", "rho_psnr", "p_rho_psnr", "rho_ssim", "p_rho_ssim",
+                                  "rho_embed", "p_rho_embed"),
                      data.run_id)
 
 

@@ -103,6 +103,9 @@ class RunConfig(BaseModel):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     # Where batches run (flows/executor.py validates it): {kind: local|dask, address, n_workers, gpus_per_worker, ...}
     executor: dict[str, Any] | None = None
+    # Optional semantic fidelity per thought (thoughts.embed_sim): a CLIP/SigLIP-style model; only
+    # model, revision and params.device are used (backend ignored, e.g. "transformers").
+    similarity_model: ModelSpec | None = None
 
     @field_validator("families")
     @classmethod
@@ -154,7 +157,7 @@ class RunConfig(BaseModel):
         return sha256_hex(canonical_json(body))[:12]
 
 
-_FINGERPRINT_NEUTRAL = {"planner": None, "plan_max_new_tokens": 128, "gate_psnr_db": 25.0}
+_FINGERPRINT_NEUTRAL = {"planner": None, "plan_max_new_tokens": 128, "gate_psnr_db": 25.0, "similarity_model": None}
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -112,11 +112,14 @@ def commit_thoughts(store: ThoughtStore, tables: list[pa.Table], planned: list[P
     return committed
 
 
-def materialise(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int) -> dict:
-    """The whole materialisation as one plain, sequential call (flows/ maps the batches instead)."""
+def materialise(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int,
+                similarity_spec: ModelSpec | None = None) -> dict:
+    """The whole materialisation as one plain, sequential call (flows/ maps the batches instead).
+    similarity_spec: the config's similarity_model (embed_sim per thought), or None."""
     todo, reused = split_reused(store, planned)
     todo, recovered = recover_pending(store, todo)
-    tables = [generate_batch(store, gen_spec, todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
+    tables = [generate_batch(store, gen_spec, todo[i : i + batch_size], similarity_spec)
+              for i in range(0, len(todo), batch_size)]
     committed = commit_thoughts(store, [recovered, *tables], planned)
     failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
     return {"dataset_version": committed if committed is not None else store.version(), "planned": len(planned),
@@ -173,9 +176,24 @@ def _generate(gen_spec: ModelSpec, batch: list[PlannedThought], sources) -> list
         return out
 
 
-def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[PlannedThought]) -> pa.Table:
+def _embed_sims(spec: ModelSpec | None, sources: list, outputs: list) -> list[float | None]:
+    """Embedding similarity of each ok output to its source (None for failures, or without a spec)."""
+    sims: list[float | None] = [None] * len(outputs)
+    ok = [i for i, out in enumerate(outputs) if not isinstance(out, Exception)]
+    if spec is None or not ok:
+        return sims
+    from g2u_tasks.semantic_fidelity import EmbeddingSimilarity
+
+    values = EmbeddingSimilarity.from_spec(spec).similarity([sources[i] for i in ok], [outputs[i] for i in ok])
+    for i, v in zip(ok, values):
+        sims[i] = v
+    return sims
+
+
+def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[PlannedThought],
+                   similarity_spec: ModelSpec | None = None) -> pa.Table:
     """Generate, store blobs (before any commit references them), journal each finished row,
-    and return manifest rows."""
+    and return manifest rows. similarity_spec: embed_sim of the ok thoughts, in one batched call."""
     rows, ready, sources = [], [], []
     for p in batch:
         if not p.generable:  # a plan that failed: record a parse failure once, never generate
@@ -190,7 +208,8 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
     t0 = time.perf_counter()
     outputs = _generate(gen_spec, ready, sources) if ready else []
     per_item = (time.perf_counter() - t0) / max(len(ready), 1)
-    for p, src, out in zip(ready, sources, outputs):
+    sims = _embed_sims(similarity_spec, sources, outputs)
+    for p, src, out, sim in zip(ready, sources, outputs, sims):
         if isinstance(out, Exception):
             rows.append(_row(p, status="failed", error=f"{p.item.ref} [{p.spec.family}]: {out}"))
             continue
@@ -200,7 +219,7 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
         row = _row(
             p, blob_sha256=sha, blob_uri=uri, blob_bytes=len(png), width=out.width, height=out.height,
             psnr=psnr, ssim=ssim, psnr_gated=psnr_padded_square(src, out), gen_seconds=per_item,
-            status="ok", error=None,
+            embed_sim=sim, status="ok", error=None,
         )
         store.put_pending(row)
         rows.append(row)

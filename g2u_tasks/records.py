@@ -154,6 +154,7 @@ THOUGHTS_SCHEMA = pa.schema(
         ("planner", pa.string()),  # the model that planned, e.g. "transformers:<path>"
         ("plan_decoding", pa.string()),  # greedy (choices deterministic across seeds) | sampled
         ("psnr_gated", pa.float64()),  # PSNR vs the source padded to square with black (replace_gated)
+        ("embed_sim", pa.float64()),  # cosine of image embeddings vs the source (similarity_model); else null
     ]
 )
 
