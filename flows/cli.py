@@ -33,10 +33,14 @@ def _show(frame: pl.DataFrame, fmt: str, title: str | None = None) -> None:
     console.print(table)
 
 
-def _report(warehouse_path: str, name: str, run_id: str | None, fmt: str) -> None:
+def _report(warehouse_path: str, name: str, run_id: str | None, fmt: str, out: str | None = None) -> None:
+    """Show a report; with `out`, also write its files (and figures) there."""
     con = warehouse.connect(warehouse_path, read_only=True)
     try:
-        frame = reports.run_report(con, name, run_id)
+        if out is None:
+            frame, written = reports.run_report(con, name, run_id), []
+        else:
+            frame, written = reports.write_report(con, name, out, run_id)
         header = reports.run_header(con, run_id)
     finally:
         con.close()
@@ -45,6 +49,8 @@ def _report(warehouse_path: str, name: str, run_id: str | None, fmt: str) -> Non
         console.print(header)
         frame = frame.drop("run_id", strict=False)  # the header names the run
     _show(frame, fmt)
+    for path in written:
+        typer.echo(f"wrote {path}", err=True)  # stderr: keeps csv/json on stdout clean
 
 
 @app.command()
@@ -98,23 +104,7 @@ def report(name: Annotated[Optional[str], typer.Argument()] = None, fmt: FormatO
         _show(pl.DataFrame({"report": list(reports.list_reports()), "question": list(reports.list_reports().values())}),
               fmt)
         return
-    name = name or reports.DEFAULT_REPORT
-    if out is None:
-        _report(warehouse_path, name, run_id, fmt)
-        return
-    con = warehouse.connect(warehouse_path, read_only=True)
-    try:
-        frame, written = reports.write_report(con, name, out, run_id)
-        header = reports.run_header(con, run_id)
-    finally:
-        con.close()
-    if fmt == "table":
-        console.print(f"[bold]{name}[/bold] — {reports.list_reports().get(name, '')}")
-        console.print(header)
-        frame = frame.drop("run_id", strict=False)
-    _show(frame, fmt)
-    for path in written:
-        typer.echo(f"wrote {path}", err=True)  # stderr: keeps csv/json on stdout clean
+    _report(warehouse_path, name or reports.DEFAULT_REPORT, run_id, fmt, out)
 
 
 @app.command()
