@@ -50,13 +50,17 @@ def build_prompt(
     text = question_text(item)
     if mode == "baseline":
         return list(images), text
-    if thought is None or family is None:
-        raise ValueError(f"{item.ref}: mode {mode} needs a thought and its family")
+    _need_thought(item, mode, thought, family)
     if mode == "concat":
         return [*images, thought], CONCAT_PREFACE.format(description=_edit_note(family, instruction)) + text
     if mode == "replace":
         return [*images[:-1], thought], text
     raise ValueError(f"{item.ref}: unknown mode {mode!r}")
+
+
+def _need_thought(item: Item, mode: str, thought, family) -> None:
+    if thought is None or family is None:
+        raise ValueError(f"{item.ref}: mode {mode} needs a thought and its family")
 
 
 def _edit_note(family: EditFamily, instruction: str | None) -> str:
@@ -82,14 +86,12 @@ def build_request(
 ) -> tuple[UnderstandRequest, str, bool | None]:
     """(request, prompt text as recorded, gate_passed) for any mode; gate_passed is None unless gated."""
     if mode == "concat_conversation":
-        if thought is None or family is None:
-            raise ValueError(f"{item.ref}: mode {mode} needs a thought and its family")
+        _need_thought(item, mode, thought, family)
         req = UnderstandRequest.from_turns(conversation(item, images, thought, family, instruction))
         return req, req.prompt, None
     gate = None
     if mode == "replace_gated":
-        if thought is None or family is None:
-            raise ValueError(f"{item.ref}: mode {mode} needs a thought and its family")
+        _need_thought(item, mode, thought, family)
         gate = psnr_padded_square(images[-1], thought) > gate_psnr_db  # strict, as the reference
         mode = "replace" if gate else "baseline"
     imgs, text = build_prompt(item, images, mode, thought, family, instruction)

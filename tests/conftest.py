@@ -18,6 +18,16 @@ def tiny_llava(tmp_path_factory):
     return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
 
 
+@pytest.fixture
+def fresh_understanders():
+    """Empty the per-process understander cache before and after a test."""
+    from g2u_tasks.understanders.base import clear_understanders
+
+    clear_understanders()
+    yield
+    clear_understanders()
+
+
 def _has_cuda() -> bool:
     try:
         import torch

@@ -10,7 +10,6 @@ from PIL import Image
 from g2u_tasks.config import ModelSpec
 from g2u_tasks.tiny_models import MODEL_CARD, build_tiny_llava, ensure_model
 from g2u_tasks.understanders import UnderstandRequest, get_understander
-from g2u_tasks.understanders.base import clear_understanders
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +19,8 @@ def tiny_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_understanders()
-    yield
-    clear_understanders()
+def _fresh_cache(fresh_understanders):
+    """Each test loads its own instances (the shared cache is cleared around it)."""
 
 
 def _image(seed: int, size=(72, 56)) -> Image.Image:

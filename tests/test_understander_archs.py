@@ -10,7 +10,6 @@ from PIL import Image
 from g2u_tasks.config import ModelSpec
 from g2u_tasks.tiny_models import MODEL_CARD, TINY_BUILDERS, read_model_card
 from g2u_tasks.understanders import UnderstandRequest, get_understander
-from g2u_tasks.understanders.base import clear_understanders
 
 # name -> model class after loading through AutoModelForImageTextToText
 ARCHS = {
@@ -27,10 +26,8 @@ def built(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_understanders()
-    yield
-    clear_understanders()
+def _fresh_cache(fresh_understanders):
+    """Each test loads its own instances (the shared cache is cleared around it)."""
 
 
 def _image(seed: int, size=(72, 56)) -> Image.Image:
