@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from g2u_tasks import reports, warehouse
+from g2u_tasks.analysis import reports
+
+from g2u_tasks.warehouse import database as warehouse
 from g2u_tasks.config import load_config
 
 app = typer.Typer(help="Generation-to-Understanding: visual thoughts, understanding passes, reports.",

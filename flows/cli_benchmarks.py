@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from g2u_tasks.benchmark_specs import SPECS, spec_row
+from g2u_tasks.benchmarks.table import SPECS, spec_row
 
 benchmarks_app = typer.Typer(help="The benchmarks this project scores, and how.", no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 160)

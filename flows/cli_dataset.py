@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from g2u_tasks import dataset
+from g2u_tasks.store import dataset
 from g2u_tasks.config import RunConfig, load_config
-from g2u_tasks.store import ThoughtStore
+from g2u_tasks.store.thought_store import ThoughtStore
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from g2u_tasks.evaluate import GROUP_COLUMNS, evaluate_predictions, records_json
-from g2u_tasks.judge import JudgeSpec
+from g2u_tasks.scoring.evaluate import GROUP_COLUMNS, evaluate_predictions, records_json
+from g2u_tasks.scoring.judge import JudgeSpec
 
 BenchmarkOpt = Annotated[str, typer.Option("--benchmark", "-b", help="benchmark name or alias, e.g. MME")]
 PredictionsOpt = Annotated[str, typer.Option("--predictions", "-p",

@@ -10,7 +10,8 @@ from prefect import flow
 
 from flows import executor
 from flows.pipeline import g2u_pipeline, materialise_thoughts, report, run_understanding, validate_and_load
-from g2u_tasks import jobs, reports
+from g2u_tasks import jobs
+from g2u_tasks.analysis import reports
 from g2u_tasks.config import RunConfig, load_config
 
 

@@ -152,7 +152,7 @@ def is_transient(exc: BaseException | None) -> bool:
     Never for the task's own timeout, bad data, missing files or code errors. Follows the cause chain."""
     from prefect.task_engine import TaskRunTimeoutError
 
-    from g2u_tasks.openai_client import OpenAIRequestError
+    from g2u_tasks.backends.openai_client import OpenAIRequestError
 
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -197,7 +197,7 @@ def with_policy(task: "Task", spec: ExecutorSpec) -> "Task":
 # ---- a stage's batches ----------------------------------------------------------------------------
 
 def _describe_understander(spec) -> tuple[str, str | None]:
-    from g2u_tasks.understanders import get_understander
+    from g2u_tasks.backends.understanders import get_understander
 
     u = get_understander(spec)
     return u.name, u.notes

@@ -13,14 +13,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from g2u_tasks import jobs, planning, reports, warehouse
+from g2u_tasks import jobs
+
+from g2u_tasks.thoughts import planning
+
+from g2u_tasks.analysis import reports
+
+from g2u_tasks.warehouse import database as warehouse
 from g2u_tasks.config import RunConfig
-from g2u_tasks.materialise import (
+from g2u_tasks.thoughts.materialise import (
     commit_thoughts, generate_batch, plan_summary, plan_thoughts, recover_pending, split_reused,
 )
-from g2u_tasks.quarantine import quarantine_table
+from g2u_tasks.warehouse.quarantine import quarantine_table
 from g2u_tasks.records import items_table
-from g2u_tasks.understand import plan_understanding, understand_batch
+from g2u_tasks.understanding.understand import plan_understanding, understand_batch
 from flows import executor
 from flows.progress import progress
 

@@ -6,18 +6,18 @@ from datetime import datetime, timezone
 import polars as pl
 import pyarrow as pa
 
-from g2u_tasks import warehouse
-from g2u_tasks.benchmarks import load_benchmark
+from g2u_tasks.warehouse import database as warehouse
+from g2u_tasks.benchmarks.loaders import load_benchmark
 from g2u_tasks.config import RunConfig, is_secret_option
-from g2u_tasks.families import EditFamily, load_families
-from g2u_tasks.adapters import load_benchmark_spec
-from g2u_tasks.judge import JudgeSpec
-from g2u_tasks.metrics import compute_metrics
-from g2u_tasks.official import has_spec, official_metrics
-from g2u_tasks.quarantine import quarantine_row, quarantine_table
+from g2u_tasks.thoughts.families import EditFamily, load_families
+from g2u_tasks.benchmarks.adapters import load_benchmark_spec
+from g2u_tasks.scoring.judge import JudgeSpec
+from g2u_tasks.scoring.metrics import compute_metrics
+from g2u_tasks.scoring.official import has_spec, official_metrics
+from g2u_tasks.warehouse.quarantine import quarantine_row, quarantine_table
 from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
-from g2u_tasks.store import ThoughtStore
-from g2u_tasks.validation import validate
+from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.warehouse.validation import validate
 
 RUN_FILES = ("items", "predictions", "quarantine")
 

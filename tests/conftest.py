@@ -13,7 +13,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory):
     """The demo's tiny LLaVA-architecture understander, built offline once per session."""
-    from g2u_tasks.tiny_models import build_tiny_llava
+    from g2u_tasks.backends.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
 
@@ -21,7 +21,7 @@ def tiny_llava(tmp_path_factory):
 @pytest.fixture
 def fresh_understanders():
     """Empty the per-process understander cache before and after a test."""
-    from g2u_tasks.understanders.base import clear_understanders
+    from g2u_tasks.backends.understanders.base import clear_understanders
 
     clear_understanders()
     yield

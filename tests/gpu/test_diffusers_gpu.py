@@ -18,9 +18,9 @@ import diffusers_dummies as dd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from g2u_tasks.config import ModelSpec  # noqa: E402
-from g2u_tasks.families import load_family  # noqa: E402
-from g2u_tasks.generators import GenerateRequest, get_generator  # noqa: E402
-from g2u_tasks.generators.diffusers_backend import target_size  # noqa: E402
+from g2u_tasks.thoughts.families import load_family  # noqa: E402
+from g2u_tasks.backends.generators import GenerateRequest, get_generator  # noqa: E402
+from g2u_tasks.backends.generators.diffusers_backend import target_size  # noqa: E402
 from g2u_tasks.images import encode_png  # noqa: E402
 
 pytestmark = pytest.mark.gpu

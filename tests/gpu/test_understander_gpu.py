@@ -13,9 +13,9 @@ if not torch.cuda.is_available():
 from PIL import Image  # noqa: E402
 
 from g2u_tasks.config import ModelSpec  # noqa: E402
-from g2u_tasks.tiny_models import TINY_BUILDERS  # noqa: E402
-from g2u_tasks.understanders import UnderstandRequest, get_understander  # noqa: E402
-from g2u_tasks.understanders.base import clear_understanders  # noqa: E402
+from g2u_tasks.backends.tiny_models import TINY_BUILDERS  # noqa: E402
+from g2u_tasks.backends.understanders import UnderstandRequest, get_understander  # noqa: E402
+from g2u_tasks.backends.understanders.base import clear_understanders  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

@@ -18,16 +18,16 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from g2u_tasks.config import ModelSpec  # noqa: E402
-from g2u_tasks.families import load_family  # noqa: E402
-from g2u_tasks.generators import GenerateRequest, get_generator  # noqa: E402
-from g2u_tasks.understanders import UnderstandRequest, get_understander  # noqa: E402
+from g2u_tasks.thoughts.families import load_family  # noqa: E402
+from g2u_tasks.backends.generators import GenerateRequest, get_generator  # noqa: E402
+from g2u_tasks.backends.understanders import UnderstandRequest, get_understander  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
 
 def _cpu_suite():
     """The tiny-Janus builder lives in the CPU test module; load it by path (tests/ is not a package)."""
-    path = Path(__file__).resolve().parent.parent / "test_unified.py"
+    path = Path(__file__).resolve().parents[1] / "backends" / "test_unified.py"
     spec = importlib.util.spec_from_file_location("_g2u_test_unified", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,0 +1,251 @@
+"""The `diffusers` generator: any image-edit `DiffusionPipeline`, loaded once, called in batches.
+
+`ModelSpec.model` is a local folder or hub id; `ModelSpec.params` (all optional):
+  dtype                 "float32" | "float16" | "bfloat16" (default: the checkpoint's own)
+  device                default "cuda" when available, else "cpu"
+  num_inference_steps   passed when set
+  guidance_scale        passed when set
+  image_guidance_scale  passed when set and the pipeline takes it (InstructPix2Pix, OmniGen)
+  negative_prompt       passed when set and the pipeline takes it
+  resolution            target long side in px; or
+  area                  target pixel count (e.g. 1048576). Neither: the source's own size.
+  batch_size            most items per pipeline call (default 4; 1 for OmniGen, see CallStyle)
+  auto_resize           Kontext's `_auto_resize` (default False: condition on the computed size)
+  call_kwargs           further `__call__` kwargs, passed as-is (each must be in its signature)
+
+The output keeps the source's aspect ratio: the source is resized to a target size that is a
+multiple of the pipeline's size step (its image processor's `vae_scale_factor`: 8 for SD, 16 for
+FLUX/Qwen/OmniGen), and that size is passed as `height`/`width` (and `max_area`) when accepted.
+Each request gets its own `torch.Generator(device).manual_seed(seed)`, so an item's output does
+not depend on which batch it ran in.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from g2u_tasks.config import ModelSpec
+from g2u_tasks.backends.generators.base import GenerateRequest, register_generator
+
+log = logging.getLogger(__name__)
+
+KNOWN_PARAMS = {
+    "dtype", "device", "num_inference_steps", "guidance_scale", "image_guidance_scale",
+    "negative_prompt", "resolution", "area", "batch_size", "auto_resize", "call_kwargs",
+}
+# Passed only when set and, for all but the first two, when the pipeline's __call__ takes them.
+_OPTIONAL_CALL_PARAMS = ("num_inference_steps", "guidance_scale", "image_guidance_scale")
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class CallStyle:
+    """How a pipeline class takes the source image and the edit prompt."""
+
+    image_arg: str = "image"
+    nested_images: bool = False  # one list of images per prompt: [[img], [img], ...]
+    prompt_prefix: str = ""  # text that points the prompt at the source image
+    renames: tuple[tuple[str, str], ...] = ()  # (our param, the pipeline's kwarg)
+    # The pipeline also draws from torch's global RNG, which per-item generators can't reach:
+    # run one item per call, under a forked global RNG seeded with the item's seed.
+    global_rng: bool = False
+
+    def kwarg(self, param: str) -> str:
+        return dict(self.renames).get(param, param)
+
+
+def call_styles() -> dict[type, CallStyle]:
+    """The one place that lists pipeline classes with their own input convention.
+
+    Every other pipeline (InstructPix2Pix, FLUX Kontext, Qwen-Image-Edit, ...) takes
+    `image=[PIL, ...]` and `prompt=[str, ...]`: the default `CallStyle()`.
+    """
+    from diffusers import OmniGenPipeline
+
+    return {
+        # OmniGen reads images referenced in the prompt and passed as `input_images`; it encodes
+        # them with `latent_dist.sample()` and no generator (diffusers 0.42).
+        OmniGenPipeline: CallStyle(
+            image_arg="input_images",
+            nested_images=True,
+            prompt_prefix="<img><|image_1|></img> ",
+            renames=(("image_guidance_scale", "img_guidance_scale"),),
+            global_rng=True,
+        ),
+    }
+
+
+def style_for(pipeline_cls: type) -> CallStyle:
+    styles = call_styles()
+    for cls in pipeline_cls.__mro__:
+        if cls in styles:
+            return styles[cls]
+    return CallStyle()
+
+
+def target_size(
+    src_w: int, src_h: int, step: int, resolution: int | None = None, area: int | None = None
+) -> tuple[int, int]:
+    """(width, height), multiples of `step`, with the source's aspect ratio."""
+    if resolution is not None and area is not None:
+        raise ValueError("diffusers generator: set `resolution` (long side) or `area`, not both")
+    if resolution is not None:
+        scale = resolution / max(src_w, src_h)
+    elif area is not None:
+        scale = math.sqrt(area / (src_w * src_h))
+    else:
+        scale = 1.0
+    return tuple(max(step, math.floor(v * scale / step + 0.5) * step) for v in (src_w, src_h))
+
+
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    key = str(name).removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ValueError(f"diffusers generator: unknown dtype {name!r}; known: {', '.join(_DTYPES)}")
+    return _DTYPES[key]
+
+
+def _accepted_kwargs(fn) -> set[str]:
+    """Named parameters only: a catch-all **kwargs does not count as accepting anything."""
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind not in skip}
+
+
+class DiffusersGenerator:
+    def __init__(self, spec: ModelSpec):
+        from diffusers import DiffusionPipeline
+
+        params = dict(spec.params)
+        unknown = set(params) - KNOWN_PARAMS
+        if unknown:
+            raise ValueError(
+                f"diffusers generator: unknown params {sorted(unknown)}; known: {', '.join(sorted(KNOWN_PARAMS))}"
+            )
+        if not spec.model:
+            raise ValueError("diffusers generator needs `model` (a local folder or hub id)")
+        self.name = f"diffusers:{spec.model}"
+        self.device = torch.device(params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+        load_kwargs = {"revision": spec.revision}
+        dtype = parse_dtype(params.get("dtype"))
+        if dtype is not None:
+            load_kwargs["dtype"] = dtype  # diffusers 0.42: `torch_dtype` is deprecated
+        if spec.trust_remote_code:
+            load_kwargs["trust_remote_code"] = True
+        self.pipe = DiffusionPipeline.from_pretrained(spec.model, **load_kwargs).to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+
+        self.style = style_for(type(self.pipe))
+        self.accepted = _accepted_kwargs(self.pipe.__call__)
+        cls_name = type(self.pipe).__name__
+        if self.style.image_arg not in self.accepted:
+            raise ValueError(f"{cls_name}.__call__ takes no {self.style.image_arg!r}: not an image-edit pipeline")
+
+        self.size_step = self._size_step()
+        self.resolution = params.get("resolution")
+        self.area = params.get("area")
+        self.batch_size = int(params.get("batch_size", 4))
+        if self.batch_size < 1:
+            raise ValueError(f"diffusers generator: batch_size must be >= 1, got {self.batch_size}")
+        self.negative_prompt = self._if_accepted("negative_prompt", params.get("negative_prompt"))
+        self.fixed_kwargs = {"output_type": "pil"}
+        for p in _OPTIONAL_CALL_PARAMS:
+            if self._if_accepted(p, params.get(p)) is not None:
+                self.fixed_kwargs[self.style.kwarg(p)] = params[p]
+        if "_auto_resize" in self.accepted:
+            self.fixed_kwargs["_auto_resize"] = bool(params.get("auto_resize", False))
+        extra = dict(params.get("call_kwargs") or {})
+        rejected = set(extra) - self.accepted
+        if rejected:
+            raise ValueError(f"{cls_name}.__call__ does not take call_kwargs {sorted(rejected)}")
+        self.fixed_kwargs.update(extra)
+
+    def _if_accepted(self, param: str, value):
+        if value is None:
+            return None
+        if self.style.kwarg(param) not in self.accepted:
+            log.warning("%s: %s does not take %r; ignored", self.name, type(self.pipe).__name__, param)
+            return None
+        return value
+
+    def _size_step(self) -> int:
+        """The pipeline's own size granularity (VAE factor x patch packing)."""
+        processor = getattr(self.pipe, "image_processor", None)
+        step = getattr(getattr(processor, "config", None), "vae_scale_factor", None)
+        return int(step or getattr(self.pipe, "vae_scale_factor", None) or 8)
+
+    def target_size(self, image: Image.Image) -> tuple[int, int]:
+        return target_size(image.width, image.height, self.size_step, self.resolution, self.area)
+
+    def generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
+        out: list[Image.Image | None] = [None] * len(batch)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, req in enumerate(batch):
+            groups.setdefault(self.target_size(req.image), []).append(i)
+        step = 1 if self.style.global_rng else self.batch_size
+        for size, idxs in groups.items():
+            for start in range(0, len(idxs), step):
+                chunk = idxs[start : start + step]
+                for i, img in zip(chunk, self._run([batch[i] for i in chunk], size)):
+                    out[i] = img
+        return out
+
+    def _run(self, reqs: list[GenerateRequest], size: tuple[int, int]) -> list[Image.Image]:
+        """Call the pipeline; on CUDA OOM, split the batch in halves down to single items."""
+        try:
+            return self._call(reqs, size)
+        except torch.cuda.OutOfMemoryError:
+            if len(reqs) == 1:
+                raise
+        # Outside the except block, so the failed call's tensors can be freed.
+        log.warning("%s: CUDA out of memory at batch %d; splitting", self.name, len(reqs))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(reqs) // 2
+        return self._run(reqs[:half], size) + self._run(reqs[half:], size)
+
+    def _call(self, reqs: list[GenerateRequest], size: tuple[int, int]) -> list[Image.Image]:
+        w, h = size
+        images = [_fit(r.image, size) for r in reqs]
+        kwargs = dict(self.fixed_kwargs)
+        kwargs["prompt"] = [self.style.prompt_prefix + r.prompt for r in reqs]
+        kwargs[self.style.image_arg] = [[im] for im in images] if self.style.nested_images else images
+        # Fresh generators on every call: a retried half must not see consumed random state.
+        kwargs["generator"] = [torch.Generator(self.device).manual_seed(r.seed) for r in reqs]
+        if self.negative_prompt is not None:
+            kwargs["negative_prompt"] = [self.negative_prompt] * len(reqs)  # a str breaks some batch paths
+        for key, value in (("height", h), ("width", w), ("max_area", w * h), ("max_input_image_size", max(w, h))):
+            if key in self.accepted:
+                kwargs[key] = value
+        if self.style.global_rng:
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(reqs[0].seed)
+                result = self.pipe(**kwargs).images
+        else:
+            result = self.pipe(**kwargs).images
+        if len(result) != len(reqs):
+            raise RuntimeError(f"{self.name}: asked for {len(reqs)} images, got {len(result)}")
+        return [im.convert("RGB") for im in result]
+
+
+def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    image = image.convert("RGB")
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+@register_generator("diffusers")
+def _make(spec: ModelSpec) -> DiffusersGenerator:
+    return DiffusersGenerator(spec)

@@ -1,4 +1,0 @@
-"""Generators: `generate(batch of (image, prompt, seed)) -> images` (DESIGN §6)."""
-from g2u_tasks.generators.base import GenerateRequest, Generator, get_generator
-
-__all__ = ["GenerateRequest", "Generator", "get_generator"]

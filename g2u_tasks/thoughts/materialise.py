@@ -1,0 +1,226 @@
+"""Materialise visual thoughts: plan keys, reuse what the store has, generate the rest in batches.
+
+Resume: every finished ok row is journaled next to its blob (ThoughtStore.put_pending); a run that
+was killed before its commit leaves them there, and the next run commits them instead of
+regenerating (recover_pending). commit_thoughts clears the journal once the rows are ok.
+
+prompt_source self|planner: each item x seed has a Plan (g2u_tasks.thoughts.planning); an ok plan gives a
+thought of the chosen family with the model-written instruction as prompt; a parse-failed plan
+gives one failed row (recorded once, never generated); a plan that errored or is missing gives a
+placeholder that is never generated (the understanding pass quarantines it).
+Generator param `degrade` (g2u_tasks.backends.generators.degrade): one thought per strength."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import polars as pl
+import pyarrow as pa
+
+from g2u_tasks.thoughts import planning
+from g2u_tasks.config import ModelSpec, RunConfig
+from g2u_tasks.thoughts.families import EditFamily
+from g2u_tasks.thoughts.fidelity import fidelity, psnr_padded_square
+from g2u_tasks.backends.generators import GenerateRequest, get_generator
+from g2u_tasks.backends.generators.degrade import Degrade, DegradingGenerator, parse_degrade, thought_params
+from g2u_tasks.images import decode, encode_png
+from g2u_tasks.thoughts.planning import Plan
+from g2u_tasks.records import THOUGHTS_SCHEMA, Item, ThoughtSpec, canonical_json
+from g2u_tasks.store.thought_store import ThoughtStore
+
+
+@dataclass(frozen=True)
+class PlannedThought:
+    item: Item
+    family: EditFamily | None  # template: the family; self/planner: the chosen family (None if no plan)
+    spec: ThoughtSpec
+    plan: Plan | None = None  # self/planner only
+
+    @property
+    def generable(self) -> bool:
+        return self.plan is None or self.plan.status == planning.OK
+
+    @property
+    def recordable(self) -> bool:
+        """Generated, or a parse failure written as a failed row."""
+        return self.plan is None or self.plan.status in planning.RECORDED
+
+
+def plan_thoughts(items: list[Item], families: list[EditFamily], cfg: RunConfig,
+                  plans: dict[str, Plan] | None = None) -> list[PlannedThought]:
+    """Thought keys for the config. Template: item x family x seed (x degrade strength).
+    Self/planner: item x seed (x strength) from `plans` (by plan_id); missing plans give placeholders."""
+    g = cfg.generator
+    base_params, degrades = parse_degrade(g.params)
+
+    def spec(item, family, version, prompt, seed, d, chosen=None, plan_id=None) -> ThoughtSpec:
+        return ThoughtSpec(
+            benchmark=item.benchmark, item_id=item.item_id, image_sha256=item.image_sha256,
+            family=family, family_version=version, prompt=prompt, prompt_source=cfg.prompt_source,
+            generator=g.backend, generator_model=g.model, generator_revision=g.revision,
+            generator_params=thought_params(base_params, d), seed=seed, chosen_family=chosen, plan_id=plan_id,
+        )
+
+    if cfg.prompt_source == "template":
+        return [
+            PlannedThought(item, fam, spec(item, fam.name, fam.version, fam.render(item), seed, d))
+            for item in items for fam in families for seed in cfg.seeds for d in degrades
+        ]
+    by_name = {f.name: f for f in families}
+    version = planning.plan_version(families)
+    out = []
+    for job in planning.plan_jobs(items, families, cfg):
+        plan = (plans or {}).get(job.plan_id) or Plan(
+            job.plan_id, planning.MISSING, reason=f"{job.item.ref} (seed {job.seed}): no plan recorded")
+        if plan.status == planning.OK and plan.family not in by_name:  # cannot happen: menu is in plan_id
+            plan = Plan(job.plan_id, planning.MISSING, reason=f"chosen family {plan.family!r} not configured")
+        fam = by_name.get(plan.family) if plan.status == planning.OK else None
+        prompt = plan.instruction if fam else ""
+        for d in degrades:
+            s = spec(job.item, cfg.prompt_source, version, prompt, job.seed, d,
+                     fam.name if fam else None, job.plan_id)
+            out.append(PlannedThought(job.item, fam, s, plan))
+    return out
+
+
+def split_reused(store: ThoughtStore, planned: list[PlannedThought]) -> tuple[list[PlannedThought], int]:
+    """(thoughts still to generate or record, number already ok in the store). Parse failures
+    already recorded and plans that errored or are missing are neither."""
+    have = set(store.existing_ok([p.spec.thought_id for p in planned])["thought_id"].to_list())
+    failed_plans = [p.spec.thought_id for p in planned if p.recordable and not p.generable]
+    skip = set(have)
+    if failed_plans:
+        skip |= set(store.manifest().filter(pl.col("thought_id").is_in(failed_plans))["thought_id"].to_list())
+    todo = [p for p in planned if p.recordable and p.spec.thought_id not in skip]
+    return todo, sum(p.spec.thought_id in have for p in planned)
+
+
+def recover_pending(store: ThoughtStore, todo: list[PlannedThought]) -> tuple[list[PlannedThought], pa.Table]:
+    """(thoughts still to generate, journaled rows of a killed run whose blobs are intact)."""
+    rows = store.pending_rows([p.spec.thought_id for p in todo])
+    have = {r["thought_id"] for r in rows}
+    return [p for p in todo if p.spec.thought_id not in have], pa.Table.from_pylist(rows, schema=THOUGHTS_SCHEMA)
+
+
+def commit_thoughts(store: ThoughtStore, tables: list[pa.Table], planned: list[PlannedThought]) -> int | None:
+    """One atomic commit of every row, then drop journal entries of planned keys now ok."""
+    tables = [t for t in tables if t is not None and t.num_rows]
+    committed = store.commit(pa.concat_tables(tables)) if tables else None
+    ok = store.existing_ok([p.spec.thought_id for p in planned])["thought_id"].to_list()
+    store.clear_pending(ok)
+    return committed
+
+
+def materialise(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int,
+                similarity_spec: ModelSpec | None = None) -> dict:
+    """The whole materialisation as one plain, sequential call (flows/ maps the batches instead).
+    similarity_spec: the config's similarity_model (embed_sim per thought), or None."""
+    todo, reused = split_reused(store, planned)
+    todo, recovered = recover_pending(store, todo)
+    tables = [generate_batch(store, gen_spec, todo[i : i + batch_size], similarity_spec)
+              for i in range(0, len(todo), batch_size)]
+    committed = commit_thoughts(store, [recovered, *tables], planned)
+    failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
+    return {"dataset_version": committed if committed is not None else store.version(), "planned": len(planned),
+            "generated": len(todo) - failed, "failed": failed, "reused": reused, "recovered": recovered.num_rows,
+            **plan_summary(planned)}
+
+
+def plan_summary(planned: list[PlannedThought]) -> dict[str, int]:
+    """Counts of distinct plans by status (empty for template thoughts)."""
+    plans = {p.plan.plan_id: p.plan for p in planned if p.plan is not None}
+    return planning.plan_counts(list(plans.values())) if plans else {}
+
+
+def _row(p: PlannedThought, **fields) -> dict:
+    s, plan = p.spec, p.plan
+    row = {
+        "thought_id": s.thought_id, "benchmark": s.benchmark, "item_id": s.item_id,
+        "image_sha256": s.image_sha256, "family": s.family, "family_version": s.family_version,
+        "prompt": s.prompt, "prompt_source": s.prompt_source, "generator": s.generator,
+        "generator_model": s.generator_model, "generator_revision": s.generator_revision,
+        "generator_params": canonical_json(s.generator_params), "seed": s.seed, "key_json": s.key_json(),
+        "created_at": datetime.now(timezone.utc),
+        "chosen_family": s.chosen_family if plan else s.family,
+        "plan_status": plan.status if plan else None, "plan_raw": plan.raw if plan else None,
+        "plan_id": s.plan_id, "planner": plan.planner if plan else None,
+        "plan_decoding": plan.decoding if plan else None,
+    }
+    row.update(fields)
+    return row
+
+
+def _degrade_of(p: PlannedThought) -> Degrade | None:
+    d = p.spec.generator_params.get("degrade")
+    return Degrade(d["kind"], d["strength"]) if d else None
+
+
+def _generate(gen_spec: ModelSpec, batch: list[PlannedThought], sources) -> list:
+    """Generate a batch (degrade applied on top, the backend never sees it); if the batch fails,
+    retry item by item so one bad item fails alone."""
+    base_params, _ = parse_degrade(gen_spec.params)
+    gen = DegradingGenerator(get_generator(gen_spec.model_copy(update={"params": base_params})))
+    reqs = [GenerateRequest(src, p.spec.prompt, p.spec.seed, p.family) for p, src in zip(batch, sources)]
+    degrades = [_degrade_of(p) for p in batch]
+    keys = [(p.item.ref, p.spec.prompt, p.spec.seed, p.family.name) for p in batch]  # same up to degrade
+    try:
+        return gen.generate(reqs, degrades, keys)
+    except Exception:  # noqa: BLE001 - isolate the failing item below
+        out = []
+        for r, d, k in zip(reqs, degrades, keys):
+            try:
+                out.append(gen.generate([r], [d], [k])[0])
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+        return out
+
+
+def _embed_sims(spec: ModelSpec | None, sources: list, outputs: list) -> list[float | None]:
+    """Embedding similarity of each ok output to its source (None for failures, or without a spec)."""
+    sims: list[float | None] = [None] * len(outputs)
+    ok = [i for i, out in enumerate(outputs) if not isinstance(out, Exception)]
+    if spec is None or not ok:
+        return sims
+    from g2u_tasks.backends.similarity import EmbeddingSimilarity
+
+    values = EmbeddingSimilarity.from_spec(spec).similarity([sources[i] for i in ok], [outputs[i] for i in ok])
+    for i, v in zip(ok, values):
+        sims[i] = v
+    return sims
+
+
+def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[PlannedThought],
+                   similarity_spec: ModelSpec | None = None) -> pa.Table:
+    """Generate, store blobs (before any commit references them), journal each finished row,
+    and return manifest rows. similarity_spec: embed_sim of the ok thoughts, in one batched call."""
+    rows, ready, sources = [], [], []
+    for p in batch:
+        if not p.generable:  # a plan that failed: record a parse failure once, never generate
+            if p.recordable:
+                rows.append(_row(p, status="failed", error=p.plan.reason))
+            continue
+        try:
+            sources.append(decode(p.item.images[-1]))  # like the reference, edit the last image
+            ready.append(p)
+        except Exception as exc:  # noqa: BLE001
+            rows.append(_row(p, status="failed", error=f"{p.item.ref}: source image unreadable: {exc}"))
+    t0 = time.perf_counter()
+    outputs = _generate(gen_spec, ready, sources) if ready else []
+    per_item = (time.perf_counter() - t0) / max(len(ready), 1)
+    sims = _embed_sims(similarity_spec, sources, outputs)
+    for p, src, out, sim in zip(ready, sources, outputs, sims):
+        if isinstance(out, Exception):
+            rows.append(_row(p, status="failed", error=f"{p.item.ref} [{p.spec.family}]: {out}"))
+            continue
+        png = encode_png(out)
+        sha, uri = store.put_blob(png)
+        psnr, ssim = fidelity(src, out)
+        row = _row(
+            p, blob_sha256=sha, blob_uri=uri, blob_bytes=len(png), width=out.width, height=out.height,
+            psnr=psnr, ssim=ssim, psnr_gated=psnr_padded_square(src, out), gen_seconds=per_item,
+            embed_sim=sim, status="ok", error=None,
+        )
+        store.put_pending(row)
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=THOUGHTS_SCHEMA)

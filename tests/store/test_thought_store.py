@@ -1,0 +1,264 @@
+"""ThoughtStore on the local filesystem (plus one optional moto S3 round trip)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import g2u_tasks.store.thought_store as store_mod
+from g2u_tasks.records import THOUGHTS_SCHEMA
+from g2u_tasks.store.thought_store import ThoughtStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def thought_row(tid: str, status: str = "ok", **over) -> dict:
+    row = {n: None for n in THOUGHTS_SCHEMA.names}
+    row.update(
+        thought_id=tid, benchmark="bench", item_id=f"item-{tid}", image_sha256="0" * 64,
+        family="sketch", family_version="1", prompt="p", prompt_source="template",
+        generator="fake", generator_params="{}", seed=0, key_json="{}", status=status,
+        error=None if status == "ok" else "boom", created_at=datetime.now(timezone.utc),
+    )
+    row.update(over)
+    return row
+
+
+def rows(*dicts: dict) -> pa.Table:
+    return pa.Table.from_pylist(list(dicts), schema=THOUGHTS_SCHEMA)
+
+
+def test_blob_write_once_and_content_addressed(tmp_path):
+    st = ThoughtStore(str(tmp_path / "store"))
+    sha, uri = st.put_blob(b"png-bytes")
+    assert not uri.startswith("/") and uri == f"thoughts/blobs/{sha[:2]}/{sha}.png"
+    path = Path(st.location(uri))
+    before = path.stat()
+    assert st.put_blob(b"png-bytes") == (sha, uri)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert st.has_blob(sha) and st.read_blob(uri) == b"png-bytes"
+    assert st.put_blob(b"other")[1] != uri
+    assert not list(path.parent.glob("*.tmp-*"))
+
+
+def test_relative_file_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    st = ThoughtStore("file://data/store")
+    assert st.root == f"file://{tmp_path}/data/store"
+    _, uri = st.put_blob(b"x")
+    assert (tmp_path / "data/store" / uri).read_bytes() == b"x"
+    assert st.commit(rows(thought_row("a", blob_uri=uri))) == 0
+    monkeypatch.chdir("/")  # the store keeps working once cwd moves
+    assert st.manifest()["blob_uri"].to_list() == [uri]
+
+
+def test_manifest_empty_before_first_commit(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    assert st.version() is None and st.history() == []
+    df = st.manifest()
+    assert df.height == 0 and df.columns == THOUGHTS_SCHEMA.names
+    assert st.existing_ok(["a"]).height == 0
+
+
+def test_commit_versions_dedupe_and_time_travel(tmp_path):
+    st = ThoughtStore(f"file://{tmp_path}")
+    batch = rows(thought_row("a"), thought_row("b"))
+    assert st.commit(batch) == 0
+    assert st.commit(batch) is None  # all ok already: no empty commit
+    assert st.version() == 0 and st.manifest().height == 2
+    assert st.commit(rows(thought_row("a"), thought_row("c"))) == 1
+    assert sorted(st.manifest()["thought_id"].to_list()) == ["a", "b", "c"]
+    assert sorted(st.manifest(version=0)["thought_id"].to_list()) == ["a", "b"]
+    assert st.existing_ok(["a", "c", "zz"], version=0)["thought_id"].to_list() == ["a"]
+    hist = st.history()
+    assert [h["version"] for h in hist] == [0, 1]
+    assert hist[1]["metadata"] == {"g2u.operation": "materialise", "g2u.rows": "1"}
+
+
+def test_duplicates_within_batch_keep_first_ok(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    batch = rows(thought_row("a", "failed"), thought_row("a", seed=1), thought_row("a", seed=2))
+    assert st.commit(batch) == 0
+    df = st.manifest()
+    assert df.height == 1 and df["status"].to_list() == ["ok"] and df["seed"].to_list() == [1]
+
+
+def test_failed_then_ok_for_same_key(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    assert st.commit(rows(thought_row("a", "failed"))) == 0
+    assert st.existing_ok(["a"]).height == 0
+    assert st.commit(rows(thought_row("a", "failed"))) == 1  # retries may fail again
+    assert st.commit(rows(thought_row("a", "ok"))) == 2
+    assert st.commit(rows(thought_row("a", "ok"))) is None
+    df = st.manifest()
+    assert df["status"].to_list().count("ok") == 1 and df.height == 3
+    assert st.existing_ok(["a"]).height == 1
+
+
+def test_commit_rejects_missing_columns(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    with pytest.raises(ValueError, match="blob_uri"):
+        st.commit(rows(thought_row("a")).drop_columns(["blob_uri"]))
+    assert st.version() is None
+
+
+def _breaking(data: pa.Table) -> pa.RecordBatchReader:
+    """A stream that breaks after its first row: data files may land, the commit must not."""
+    def batches():
+        yield from data.to_batches(max_chunksize=1)[:1]
+        raise RuntimeError("crash mid-write")
+
+    return pa.RecordBatchReader.from_batches(data.schema, batches())
+
+
+def test_failed_commit_leaves_no_visible_rows(tmp_path, monkeypatch):
+    st = ThoughtStore(str(tmp_path))
+    real_write, real_merge = store_mod.write_deltalake, store_mod.merge_insert_missing
+    # the creating commit breaks mid-stream: no table at all
+    monkeypatch.setattr(store_mod, "write_deltalake", lambda uri, data, **kw: real_write(uri, _breaking(data), **kw))
+    with pytest.raises(Exception, match="crash mid-write"):
+        st.commit(rows(thought_row("a"), thought_row("z")))
+    monkeypatch.undo()
+    assert st.version() is None and st.manifest().height == 0
+    assert st.commit(rows(thought_row("a"))) == 0
+    # a later (MERGE) commit breaks mid-stream: version and rows unchanged
+    monkeypatch.setattr(store_mod, "merge_insert_missing", lambda dt, data, props: real_merge(dt, _breaking(data), props))
+    with pytest.raises(Exception, match="crash mid-write"):
+        st.commit(rows(thought_row("b"), thought_row("c")))
+    monkeypatch.undo()
+    assert st.version() == 0
+    assert st.manifest()["thought_id"].to_list() == ["a"]
+
+
+def test_pinned_version_must_exist(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    with pytest.raises(ValueError, match="dataset version 0 does not exist"):
+        st.manifest(0)
+    st.commit(rows(thought_row("a")))
+    st.commit(rows(thought_row("b")))
+    assert st.manifest(0)["thought_id"].to_list() == ["a"]
+    assert [h["rows"] for h in st.history()] == [1, 1]  # WRITE then MERGE metrics
+    with pytest.raises(ValueError, match=r"dataset version 2 does not exist .*latest: 1"):
+        st.manifest(2)
+
+
+def test_commit_retries_a_lost_race(tmp_path, monkeypatch):
+    """A conflicting commit is retried against the new version and inserts only what is missing."""
+    st = ThoughtStore(str(tmp_path))
+    st.commit(rows(thought_row("a")))
+    other = ThoughtStore(str(tmp_path))
+    real_merge, calls = store_mod.merge_insert_missing, []
+
+    def race(dt, data, props):
+        calls.append(dt.version())
+        if len(calls) == 1:  # another writer commits "b" between our read and our commit
+            other.commit(rows(thought_row("b", seed=9)))
+        return real_merge(dt, data, props)
+
+    monkeypatch.setattr(store_mod, "merge_insert_missing", race)
+    monkeypatch.setattr(store_mod, "COMMIT_BACKOFF_S", 0.001)
+    assert st.commit(rows(thought_row("b"), thought_row("c"))) == 2
+    assert calls == [0, 0, 1]  # ours on v0, the other writer's on v0, our retry on v1
+    df = st.manifest()
+    assert sorted(df["thought_id"].to_list()) == ["a", "b", "c"]
+    assert df.filter(df["thought_id"] == "b")["seed"].to_list() == [9]  # the winner's row stays
+
+
+def test_pending_journal(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    good, torn = "1" * 64, "2" * 64
+    sha, uri = st.put_blob(b"thought")
+    now = datetime.now(timezone.utc)
+    st.put_pending(thought_row(good, blob_sha256=sha, blob_uri=uri, created_at=now))
+    sha2, uri2 = st.put_blob(b"other")
+    st.put_pending(thought_row(torn, blob_sha256=sha2, blob_uri=uri2))
+    Path(st.location(uri2)).write_bytes(b"overwritten")  # blob no longer matches its sha
+    (tmp_path / "thoughts/pending" / ("3" * 64 + ".json")).write_text("{not json")
+    got = st.pending_rows([good, torn, "3" * 64, "4" * 64])
+    assert [r["thought_id"] for r in got] == [good] and got[0]["created_at"] == now
+    assert st.commit(pa.Table.from_pylist(got, schema=THOUGHTS_SCHEMA)) == 0
+    assert st.clear_pending([good, "4" * 64]) == 1
+    assert st.pending_rows([good]) == []
+    with pytest.raises(ValueError):
+        st.put_pending(thought_row("../x"))
+
+
+def test_run_tables_round_trip(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    table = pa.table({"run_id": ["r1", "r1"], "value": [0.5, 1.0]})
+    path = st.write_run_table("r1", "metrics", table)
+    assert path == st.run_path("r1", "metrics") == str(tmp_path / "runs/r1/metrics.parquet")
+    assert st.read_run_table("r1", "metrics").to_dict(as_series=False) == table.to_pydict()
+    st.write_run_json("r1", "run", {"b": 1, "a": [1, 2]})
+    assert st.read_run_json("r1", "run") == {"a": [1, 2], "b": 1}
+    assert not list((tmp_path / "runs/r1").glob("*.tmp-*"))
+    with pytest.raises(ValueError):
+        st.run_path("../x", "metrics")
+
+
+def test_subprocess_exits_cleanly(tmp_path):
+    """Guard FACTS.md: a process that commits and reads the manifest must exit 0."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import pyarrow as pa
+        from g2u_tasks.records import THOUGHTS_SCHEMA
+        from g2u_tasks.store.thought_store import ThoughtStore
+        st = ThoughtStore(sys.argv[1])
+        st.put_blob(b"img")
+        row = {n: None for n in THOUGHTS_SCHEMA.names}
+        batch = [dict(row, thought_id=t, status="ok") for t in ("a", "b")]
+        assert st.commit(pa.Table.from_pylist(batch, schema=THOUGHTS_SCHEMA)) == 0
+        assert st.manifest().height == 2 and st.manifest(version=0).height == 2
+        assert st.existing_ok(["a"]).height == 1 and len(st.history()) == 1
+        print("done")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    for i in range(3):  # the abort was intermittent
+        root = str(tmp_path / f"store{i}")
+        proc = subprocess.run(
+            [sys.executable, "-c", code, root], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "done" in proc.stdout
+
+
+def test_s3_round_trip_with_moto(monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "eu-west-1"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        st = ThoughtStore("s3://g2u-test/prefix/")
+        assert "testing-secret" not in repr(st) and "testing-secret" not in repr(st._s3)
+        opts = st.delta_storage_options
+        assert opts["AWS_ENDPOINT_URL"] == f"http://{host}:{port}" and opts["AWS_ALLOW_HTTP"] == "true"
+        assert opts["AWS_SECRET_ACCESS_KEY"] == "testing-secret" and opts["aws_conditional_put"] == "etag"
+        st.fs.mkdir("g2u-test")
+        assert st.root == "s3://g2u-test/prefix"
+        sha, uri = st.put_blob(b"img")
+        assert st.has_blob(sha) and st.read_blob(uri) == b"img"
+        assert st.commit(rows(thought_row("a", blob_uri=uri))) == 0
+        assert st.commit(rows(thought_row("a"), thought_row("b"))) == 1
+        assert st.manifest().height == 2 and st.manifest(version=0).height == 1
+        st.write_run_table("r1", "preds", pa.table({"x": [1]}))
+        assert st.read_run_table("r1", "preds")["x"].to_list() == [1]
+        assert st.fs.exists("g2u-test/prefix/thoughts/manifest/_delta_log/00000000000000000001.json")
+        tid = "5" * 64
+        st.put_pending(thought_row(tid, blob_sha256=sha, blob_uri=uri))
+        assert [r["thought_id"] for r in st.pending_rows([tid])] == [tid]
+        assert st.clear_pending([tid]) == 1 and st.pending_rows([tid]) == []
+    finally:
+        server.stop()
