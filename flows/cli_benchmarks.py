@@ -1,4 +1,4 @@
-"""`g2u benchmarks …`: the benchmark registry (g2u_tasks/benchmark_specs.py) on the command line."""
+"""`g2u benchmarks …`: the benchmark table (g2u_tasks/benchmarks/table.py) on the command line."""
 from __future__ import annotations
 
 import json

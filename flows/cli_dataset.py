@@ -1,7 +1,8 @@
-"""`g2u dataset list|show|diff|verify|publish`: dataset versions of the thought store and releases."""
+"""`g2u dataset list|show|diff|verify|vacuum|publish`: dataset versions of the thought store and releases."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,16 +14,17 @@ import fsspec
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from g2u_tasks.store import dataset
 from g2u_tasks.config import RunConfig, load_config
-from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.store.thought_store import TEMP_GRACE_S, StoreIntegrityError, TempFile, ThoughtStore
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
-dataset_app = typer.Typer(help="Dataset versions of the thought store: list, show, diff, verify, publish.",
+dataset_app = typer.Typer(help="Dataset versions of the thought store: list, show, diff, verify, vacuum, publish.",
                           no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
 err = Console(stderr=True)
@@ -31,16 +33,22 @@ ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help=f"run c
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="store URI; overrides the config's store")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json")]
 VersionArg = Annotated[str, typer.Argument(help="dataset version number, or 'latest'")]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Bad input (unknown version, missing config, existing release) -> message and exit code 2."""
+    """Bad input (unknown version, missing config, existing release) -> message and exit code 2;
+    damaged store contents (a torn manifest commit) -> message and exit code 1."""
     try:
         yield
+    except StoreIntegrityError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # paths stay whole
+        raise typer.Exit(1) from None
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -196,22 +204,25 @@ def verify_cmd(version: Annotated[Optional[str], typer.Argument(help="dataset ve
                config: ConfigOpt = None, store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
     """Blobs of a version exist and match their sha256; with --release, a release's checksums.
 
-    Exit code 1 when anything is missing or corrupt."""
+    With a VERSION, also lists orphan temp files that killed writers left (`vacuum` removes them;
+    they do not fail the check). Exit code 1 when anything is missing or corrupt."""
     _check_format(fmt)
     if version is None and release is None:
         raise typer.BadParameter("give a VERSION, --release URI, or both")
     reports: dict[str, Any] = {}
+    temps: list[TempFile] | None = None
     with _errors():
         if version is not None:
             st = _open(config, store)
             n = _version(st, version)
             with _progress(f"verifying blobs of v{n}") as on_progress:
                 reports["version"] = dataset.verify_version(st, n, on_progress=on_progress)
+            temps = st.temp_files()
         if release is not None:
             reports["release"] = dataset.verify_release(release, _fs_options(config, store, release))
-    ok = all(r.ok for r in reports.values())
+    ok = all(r.ok for r in reports.values())  # orphan temp files are leftovers, not damage
     if fmt == "json":
-        _print_json({**reports, "ok": ok})
+        _print_json({**reports, **({"temp_files": temps} if temps is not None else {}), "ok": ok})
     else:
         if "version" in reports:
             r = reports["version"]
@@ -220,6 +231,7 @@ def verify_cmd(version: Annotated[Optional[str], typer.Argument(help="dataset ve
             _problems_table(r.missing, "missing blobs")
             _problems_table(r.mismatched, "blobs whose bytes do not match blob_sha256")
             _problems_table(r.invalid, "ok thoughts without a usable blob reference")
+            _print_temps(temps or [])
         if "release" in reports:
             r = reports["release"]
             console.print(f"release {r.uri}: {r.checked} file(s) checked: {len(r.missing)} missing, "
@@ -231,6 +243,62 @@ def verify_cmd(version: Annotated[Optional[str], typer.Argument(help="dataset ve
         console.print("[green]OK[/green]" if ok else "[red]FAILED[/red]")
     if not ok:
         raise typer.Exit(1)
+
+
+def _print_temps(temps: list[TempFile]) -> None:
+    if not temps:
+        return
+    old = sum(1 for t in temps if t.age_s is not None and t.age_s >= TEMP_GRACE_S)
+    console.print(f"{len(temps)} orphan temp file(s) left by killed writers ({old} older than "
+                  f"{_duration(TEMP_GRACE_S)}; `g2u dataset vacuum` removes them):")
+    for t in temps:
+        console.print(f"  {t.path}  ({t.size} bytes, {_age(t.age_s)})", markup=False)
+
+
+def _parse_duration(text: str) -> float:
+    m = _DURATION.match(text)
+    if not m:
+        raise typer.BadParameter(f"expected a duration like 90s, 30m, 1h or 2d, got {text!r}")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _duration(seconds: float) -> str:
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNIT_S[unit] and seconds % _UNIT_S[unit] == 0:
+            return f"{int(seconds // _UNIT_S[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def _age(age_s: float | None) -> str:
+    return "age unknown" if age_s is None else f"{_duration(round(max(age_s, 0)))} old"
+
+
+GraceOpt = Annotated[str, typer.Option("--older-than", help="grace period: only temp files older than this go "
+                                                          "(90s, 30m, 1h, 2d)")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="list what would be removed, remove nothing")]
+
+
+@dataset_app.command("vacuum")
+def vacuum_cmd(older_than: GraceOpt = _duration(TEMP_GRACE_S), dry_run: DryRunOpt = False,
+               config: ConfigOpt = None, store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
+    """Remove orphan temp files (`*.tmp-*`) that killed writers left in blobs/, pending/ and runs/.
+
+    Only files older than the grace period go: a younger one may belong to a writer still running.
+    Committed blobs, journal entries and the manifest are never touched."""
+    _check_format(fmt)
+    grace = _parse_duration(older_than)
+    with _errors():
+        removed, kept = _open(config, store).remove_temp_files(grace, dry_run=dry_run)
+    if fmt == "json":
+        _print_json({"dry_run": dry_run, "older_than_s": grace, "removed": removed, "kept": kept})
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{verb} {len(removed)} orphan temp file(s) older than {_duration(grace)}; "
+                  f"kept {len(kept)} younger one(s)")
+    for t in removed:
+        console.print(f"  {verb}: {t.path}  ({t.size} bytes, {_age(t.age_s)})", markup=False)
+    for t in kept:
+        console.print(f"  kept: {t.path}  ({_age(t.age_s)})", markup=False)
 
 
 @dataset_app.command("publish")

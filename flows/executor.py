@@ -9,10 +9,12 @@
   cluster, models stay resident between runs); without, a cluster on this host for the stage:
   one worker process per GPU slice, CUDA_VISIBLE_DEVICES pinned per worker, 1 thread each. Models
   stay resident per worker process through the per-process caches in g2u_tasks.
-- Every batch task gets the `gpu` tag (Prefect tag concurrency limits), retries with exponential
-  backoff + jitter on transient storage/endpoint errors only, and `task_timeout_s`.
+- Every batch task gets one policy, set here (with_policy): the `gpu` tag (Prefect tag concurrency
+  limits), retries with exponential backoff + jitter on transient storage/endpoint errors only,
+  `task_timeout_s`, no cache and no persisted result (results are never pickled to storage).
 
-Prefect is imported lazily: benchmarks/scaleout.py uses `local_cluster` on GPU hosts without Prefect.
+`BatchRunner.batching()` hands the core's stage sequences (g2u_tasks.*.stage) this mapping.
+Prefect is imported lazily: perf/scaleout.py uses `local_cluster` on GPU hosts without Prefect.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import functools
 import logging
 import os
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
 
+    from g2u_tasks.batching import Batching
     from g2u_tasks.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,15 @@ class ExecutorSpec(BaseModel):
     retry_delay_s: float = Field(2.0, ge=0)  # first delay; doubles per retry
     retry_jitter: float = Field(0.5, ge=0)  # delays vary by up to this fraction
     gpu_tag: str = "gpu"  # tag for Prefect's tag concurrency limits
+    # Batches submitted and not yet consumed, per stage. Each holds its items' image bytes and its
+    # result, and on the local runner a thread: bounded, peak memory follows this, not the run's
+    # size. None: 4 locally (one model, locked per call, gains nothing from more), 2 per Dask worker.
+    max_in_flight: int | None = Field(None, ge=1)
+
+    def in_flight(self, workers: int | None = None) -> int:
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 4 if self.kind == "local" else 2 * max(1, workers or self.n_workers * self.threads_per_worker)
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> "ExecutorSpec":
@@ -63,10 +75,12 @@ class ExecutorSpec(BaseModel):
 
 
 def executor_spec(cfg: "RunConfig") -> ExecutorSpec:
+    from g2u_tasks.config import ConfigError, one_line
+
     try:
         return ExecutorSpec.model_validate(cfg.executor or {})
     except ValidationError as err:
-        raise ValueError(f"config key `executor`: {err}") from None
+        raise ConfigError(one_line(err, prefix="executor.")) from None
 
 
 # ---- the per-stage cluster on one host ----------------------------------------------------------
@@ -180,11 +194,24 @@ def retry_on_transient(task, task_run, state) -> bool:
     return False
 
 
-def with_policy(task: "Task", spec: ExecutorSpec) -> "Task":
-    """The batch task with the GPU tag, transient-error retries (exponential backoff + jitter), timeout."""
+@functools.cache
+def _task_of(fn: Callable) -> "Task":
+    from prefect import task
+
+    return task(fn, name=fn.__name__.replace("_", "-"))
+
+
+def with_policy(task: "Task | Callable", spec: ExecutorSpec) -> "Task":
+    """The batch task (a plain function becomes one named after it) with the GPU tag, transient-error
+    retries (exponential backoff + jitter), timeout, no cache and no persisted result."""
+    from prefect import Task
+    from prefect.cache_policies import NO_CACHE
     from prefect.tasks import exponential_backoff
 
+    task = task if isinstance(task, Task) else _task_of(task)
     return task.with_options(
+        cache_policy=NO_CACHE,
+        persist_result=False,
         tags={*task.tags, spec.gpu_tag},
         retries=spec.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=spec.retry_delay_s) if spec.retries else 0,
@@ -196,20 +223,14 @@ def with_policy(task: "Task", spec: ExecutorSpec) -> "Task":
 
 # ---- a stage's batches ----------------------------------------------------------------------------
 
-def _describe_understander(spec) -> tuple[str, str | None]:
-    from g2u_tasks.backends.understanders import get_understander
-
-    u = get_understander(spec)
-    return u.name, u.notes
-
-
 class BatchRunner:
     """Maps a batch task over batches on the stage's task runner (futures in batch order)."""
 
     def __init__(self, runner: "TaskRunner", spec: ExecutorSpec):
         self.runner, self.spec = runner, spec
 
-    def map(self, task: "Task", batches: list, **fixed: Any) -> list["PrefectFuture"]:
+    def map(self, task: "Task | Callable", batches: list, **fixed: Any) -> list["PrefectFuture"]:
+        """Every batch submitted at once (each as the task's `batch` argument); futures in batch order."""
         from prefect import unmapped
 
         if not batches:
@@ -217,17 +238,53 @@ class BatchRunner:
         params = {k: unmapped(v) for k, v in fixed.items()} | {"batch": batches}
         return list(self.runner.map(with_policy(task, self.spec), params))
 
+    def map_batches(self, fn: Callable, batches: list, **fixed: Any) -> Iterator[Any]:
+        """The core's mapping contract: results in batch order, as each is needed. At most
+        `in_flight()` batches are submitted and not yet consumed: a window that slides as results
+        are taken, so threads, arguments and results held at once do not grow with the run."""
+        from collections import deque
+
+        if not batches:
+            return
+        task = with_policy(fn, self.spec)
+        window, pending = self.in_flight(), deque()
+        for batch in batches:
+            if len(pending) >= window:
+                yield pending.popleft().result()
+            pending.append(self.runner.submit(task, {**fixed, "batch": batch}))
+        while pending:
+            yield pending.popleft().result()
+
+    def in_flight(self) -> int:
+        workers = None
+        if self.spec.kind == "dask" and self.spec.address and self.spec.max_in_flight is None:
+            try:  # an existing cluster: its size is known only once connected
+                workers = sum(w.get("nthreads", 1) for w in self.runner.client.scheduler_info()["workers"].values())
+            except Exception:  # noqa: BLE001 - fall back to the spec's default
+                workers = None
+        return self.spec.in_flight(workers)
+
     def load_understander(self, model_spec) -> tuple[str, str | None]:
         """Load the understander where the batches run (on every Dask worker at once, never in this
         process then) and return its (name, notes)."""
+        from g2u_tasks.understanding.stage import describe_understander
+
         if self.spec.kind == "local":
-            return _describe_understander(model_spec)
+            return describe_understander(model_spec)
         client = self.runner.client
         if not self.spec.address:
             client.wait_for_workers(self.spec.n_workers)
-        futures = [client.submit(_describe_understander, model_spec, workers=[w], pure=False)
+        futures = [client.submit(describe_understander, model_spec, workers=[w], pure=False)
                    for w in client.scheduler_info()["workers"]]
         return client.gather(futures)[0]
+
+    def batching(self, run_log) -> "Batching":
+        """What the core's stage sequences take: this runner's mapping, the flow's logger, progress."""
+        from g2u_tasks.batching import Batching
+        from flows.progress import progress
+
+        return Batching(map_batches=self.map_batches, log=run_log, load_understander=self.load_understander,
+                        progress=lambda steps, total, label: progress(steps, total, label, run_log))
 
 
 @contextmanager

@@ -1,18 +1,18 @@
-"""Progress for long steps: a rich bar on a terminal, and a Prefect log line per step always."""
+"""Progress for long steps: a rich bar on a terminal, and a log line per tenth of the steps always."""
 from __future__ import annotations
 
 import sys
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 from rich.progress import track
+
+from g2u_tasks.batching import log_progress
 
 T = TypeVar("T")
 
 
-def progress(steps: list[T], label: str, log) -> Iterable[T]:
-    total = len(steps)
-    shown = track(steps, description=label, transient=True) if sys.stderr.isatty() and total > 1 else steps
-    for i, step in enumerate(shown, 1):
-        yield step
-        if total and (i == total or i % max(1, total // 10) == 0):
-            log.info("%s: %d/%d", label, i, total)
+def progress(steps: Iterable[T], total: int, label: str, log) -> Iterator[T]:
+    logged = log_progress(steps, total, label, log)
+    if sys.stderr.isatty() and total > 1:
+        return iter(track(logged, total=total, description=label, transient=True))
+    return logged

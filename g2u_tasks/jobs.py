@@ -1,6 +1,8 @@
-"""Job steps as plain functions (no Prefect): flows/ wraps them with tasks, batching and logging."""
+"""Run helpers the stage sequences share (store, items, families, run ids, run records), and the
+load sequence validate_and_load. Plain functions, no Prefect."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import polars as pl
@@ -8,18 +10,27 @@ import pyarrow as pa
 
 from g2u_tasks.warehouse import database as warehouse
 from g2u_tasks.benchmarks.loaders import load_benchmark
-from g2u_tasks.config import RunConfig, is_secret_option
+from g2u_tasks.config import RunConfig, is_secret_option, redact_secrets
 from g2u_tasks.thoughts.families import EditFamily, load_families
 from g2u_tasks.benchmarks.adapters import load_benchmark_spec
+from g2u_tasks.benchmarks.table import has_spec
 from g2u_tasks.scoring.judge import JudgeSpec
-from g2u_tasks.scoring.metrics import compute_metrics
-from g2u_tasks.scoring.official import has_spec, official_metrics
+from g2u_tasks.scoring.stage import score_run
 from g2u_tasks.warehouse.quarantine import quarantine_row, quarantine_table
 from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
 from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.warehouse.validation import validate
 
 RUN_FILES = ("items", "predictions", "quarantine")
+
+
+class RunNotLoadedError(RuntimeError):
+    """A run whose outputs are in the store but not in the warehouse (locked, disk full): `g2u load
+    RUN_ID` finishes it from the stored files, without understanding again."""
+
+    def __init__(self, run_id: str, cause: Exception):
+        super().__init__(f"run {run_id} is stored but not loaded: {cause}")
+        self.run_id = run_id
 
 
 def open_store(cfg: RunConfig) -> ThoughtStore:
@@ -36,10 +47,11 @@ def load_items(cfg: RunConfig) -> list[Item]:
     opts = cfg.storage_options or None
     for b in cfg.benchmarks:
         if has_spec(b.name) and b.question_type is None:
-            items.extend(load_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name))
+            items.extend(load_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name,
+                                             images=cfg.images))
         else:
             items.extend(load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit,
-                                        storage_options=opts))
+                                        storage_options=opts, images=cfg.images))
     return items
 
 
@@ -48,11 +60,26 @@ def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]
     good, bad = validate("items", pl.from_arrow(items_table(items)))
     keep = set(zip(good["benchmark"], good["item_id"]))
     rows = [
-        quarantine_row(run_id, "items", r["benchmark"], r["item_id"], f"{r['benchmark']}/{r['item_id']}: {r['reasons']}",
+        quarantine_row(run_id, "items", r["benchmark"], r["item_id"], f"{r['benchmark']}/{r['item_id']}: {_item_reasons(r)}",
                        {k: v for k, v in r.items() if k != "reasons"})
         for r in bad.iter_rows(named=True)
     ]
     return [it for it in items if (it.benchmark, it.item_id) in keep], rows
+
+
+def _item_reasons(r: dict) -> str:
+    """The suite's reasons with the loader's own messages whole (the suite quotes a cell cut at 200
+    characters): extra.load_error leads, image_error stays in place. The suite stays the gate."""
+    reasons, lead = r["reasons"], json.loads(r["extra"] or "{}").get("load_error")
+    for column, value in (("extra", r["extra"]), ("image_error", r["image_error"])):
+        cut = f" (value: {str(value)[:200]!r})"  # validation._describe's quoting
+        end = reasons.find(cut) if value else -1
+        start = reasons.rfind(f"{column}: ", 0, end) if end >= 0 else -1
+        if start < 0:
+            continue
+        whole = "" if column == "extra" else f"{reasons[start:end]}: {value}"
+        reasons = "; ".join(p for p in (reasons[:start].rstrip("; "), whole, reasons[end + len(cut):].lstrip("; ")) if p)
+    return "; ".join(p for p in (lead, reasons) if p)
 
 
 def run_id_for(cfg: RunConfig, dataset_version: int | None) -> str:
@@ -66,12 +93,17 @@ def _redact(node):
     return [_redact(v) for v in node] if isinstance(node, list) else node
 
 
-def public_config_json(cfg: RunConfig) -> str:
-    """The config as run records keep it: storage options never carry secrets (RunConfig refuses
-    them); this masks any that slipped past validation (e.g. model_construct)."""
+def public_config(cfg: RunConfig) -> dict:
+    """The config as records, logs and Prefect keep it. Secret-named storage options are refused by
+    RunConfig, yet a secret may sit under an innocent name (headers.Authorization): values are
+    masked by shape too, and so is anything that slipped past validation (e.g. model_construct)."""
     dumped = cfg.model_dump()
     dumped["storage_options"] = _redact(dumped.get("storage_options") or {})
-    return canonical_json(dumped)
+    return redact_secrets(dumped)
+
+
+def public_config_json(cfg: RunConfig) -> str:
+    return canonical_json(public_config(cfg))
 
 
 def run_row(cfg: RunConfig, run_id: str, dataset_version: int | None, started_at: datetime,
@@ -85,12 +117,16 @@ def run_row(cfg: RunConfig, run_id: str, dataset_version: int | None, started_at
 
 
 def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, run: pa.Table) -> dict[str, int]:
-    """Validate the run's outputs with Great Expectations, compute metrics, load the warehouse.
+    """Score the run's predictions, validate its outputs with Great Expectations, compute metrics
+    from the same verdicts, load the warehouse.
 
     Rows failing a suite go to `quarantine` with their reasons; nothing is dropped silently."""
     store = open_store(cfg)
     items = store.read_run_table(run_id, "items")
-    predictions = store.read_run_table(run_id, "predictions")
+    judge = JudgeSpec(**cfg.judge.model_dump()) if cfg.judge else None
+    # each benchmark's own suite, once per run x benchmark x condition x mode x seed
+    scored = score_run(items, store.read_run_table(run_id, "predictions"), judge)
+    predictions = scored.predictions
     quarantined = store.read_run_table(run_id, "quarantine")
     manifest = store.manifest(dataset_version) if dataset_version is not None else store.manifest()
     # the thoughts this run's items use, at the pinned version
@@ -105,23 +141,25 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
         extra += [quarantine_row(run_id, table, r.get("benchmark"), r.get("item_id"), r["reasons"],
                                  {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
                   for r in bad.iter_rows(named=True)]
-    judge = JudgeSpec(**cfg.judge.model_dump()) if cfg.judge else None
-    all_metrics = pa.concat_tables([compute_metrics(good["predictions"]),
-                                    official_metrics(items, good["predictions"], judge)])
-    metrics, bad_metrics = validate("metrics", pl.from_arrow(all_metrics))
+    metrics, bad_metrics = validate("metrics", pl.from_arrow(scored.metrics(good["predictions"])))
     extra += [quarantine_row(run_id, "metrics", r["benchmark"], None, r["reasons"],
                              {k: v for k, v in r.items() if k != "reasons"}) for r in bad_metrics.iter_rows(named=True)]
     run_ok, run_bad = validate("runs", pl.from_arrow(run))
     if not run_bad.is_empty():
         raise ValueError(f"run {run_id}: run record fails validation: {run_bad['reasons'][0]}")
     all_quarantine = pl.concat([quarantined, pl.from_arrow(quarantine_table(extra))], how="vertical_relaxed")
-    con = warehouse.connect(cfg.warehouse)
     try:
-        # quarantine rows of earlier loads of this run are replaced as a whole
-        con.execute("DELETE FROM quarantine WHERE run_id = ?", [run_id])
+        con = warehouse.connect(cfg.warehouse)
+    except (warehouse.WarehouseLockedError, warehouse.WarehouseWriteError) as err:
+        raise RunNotLoadedError(run_id, err) from err
+    try:
+        # quarantine rows of earlier loads of this run are replaced as a whole (inside the load's
+        # transaction, so a failed load leaves the earlier rows in place)
         return warehouse.load(con, {
             "items": items, "thoughts": good["thoughts"], "predictions": good["predictions"],
             "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
-        })
+        }, before=[("DELETE FROM quarantine WHERE run_id = ?", [run_id])])
+    except warehouse.WarehouseWriteError as err:
+        raise RunNotLoadedError(run_id, err) from err
     finally:
         con.close()

@@ -1,4 +1,4 @@
-"""Records of DESIGN §3 and the Arrow schemas of every table the product writes."""
+"""The product's records (item, thought key) and the Arrow schemas of every table it writes."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,10 @@ QUESTION_TYPES = ("mcq", "yes_no", "open", "numeric")
 MODES = ("baseline", "concat", "replace", "replace_gated", "concat_conversation")
 DEFAULT_MODES = ("baseline", "concat", "replace")  # the paper's three; the feedback formats are opt-in
 PROMPT_SOURCES = ("template", "self", "planner")
+# What a thought's generator conditioned on (thoughts.conditioning), declared by each generator backend:
+# the source image's pixels (an edit), the source only as understanding tokens in the prompt, the
+# edit prompt alone (text-to-image), or nothing (identity: the source itself, no generator call).
+CONDITIONINGS = ("source_pixels", "source_in_context", "text_only", "none")
 BASELINE = "baseline"
 
 
@@ -55,7 +59,7 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class ThoughtSpec:
-    """Everything that changes the generated image (DESIGN §3 thought key)."""
+    """Everything that changes the generated image: its hash is the thought key."""
 
     benchmark: str
     item_id: str
@@ -142,7 +146,7 @@ THOUGHTS_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("psnr", pa.float64()),
         ("ssim", pa.float64()),
-        ("gen_seconds", pa.float64()),
+        ("gen_seconds", pa.float64()),  # its share of the generator call that made it (0: identity)
         ("status", pa.string()),  # ok | failed
         ("error", pa.string()),
         ("created_at", _ts),
@@ -155,6 +159,7 @@ THOUGHTS_SCHEMA = pa.schema(
         ("plan_decoding", pa.string()),  # greedy (choices deterministic across seeds) | sampled
         ("psnr_gated", pa.float64()),  # PSNR vs the source padded to square with black (replace_gated)
         ("embed_sim", pa.float64()),  # cosine of image embeddings vs the source (similarity_model); else null
+        ("conditioning", pa.string()),  # one of CONDITIONINGS; null: no generator call was made (older rows too)
     ]
 )
 
@@ -172,8 +177,9 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("raw_output", pa.string()),
         ("extracted_answer", pa.string()),
         ("answer", pa.string()),
-        ("correct", pa.bool_()),
+        ("correct", pa.bool_()),  # the suite's verdict; null = not scored (see unscored_reason)
         ("gate_passed", pa.bool_()),  # replace_gated: True = thought used, False = original kept; else null
+        ("unscored_reason", pa.string()),  # why correct is null (e.g. "needs judge: ..."); null when scored
     ]
 )
 

@@ -1,13 +1,13 @@
 """Scale-out of batched understanding over GPUs with dask.distributed, laid out as `executor: {kind: dask}` runs it.
 
 The cluster is flows.executor.local_cluster: one worker process per GPU, CUDA_VISIBLE_DEVICES pinned per
-worker, 1 thread each. Each worker builds a LLaVA-1.5-7B-shaped random-weight model once (benchmarks/
+worker, 1 thread each. Each worker builds a LLaVA-1.5-7B-shaped random-weight model once (perf/
 backends.py) and keeps it resident, then answers batches of 64 synthetic requests (~650-token prompts,
 exactly 16 new tokens). Reports items/s on 1 GPU and on N GPUs, and the scaling efficiency
 rate(N) / (N x rate(1)). Needs torch, transformers, dask, distributed and pydantic; not Prefect.
 
-    python benchmarks/scaleout.py --out scaleout.json          # GPUs: 1 vs 2 workers
-    python benchmarks/scaleout.py --quick --out /tmp/so.json   # tiny model, 2 CPU workers (smoke test)
+    python perf/scaleout.py --out scaleout.json          # GPUs: 1 vs 2 workers
+    python perf/scaleout.py --quick --out /tmp/so.json   # tiny model, 2 CPU workers (smoke test)
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # worker processes inherit sys.path
+sys.path[:0] = [str(REPO), str(REPO / "perf")]  # worker processes inherit sys.path
 
-import backends  # noqa: E402  (benchmarks/backends.py: shapes, inputs, helpers)
+import backends  # noqa: E402  (perf/backends.py: shapes, inputs, helpers)
 from flows.executor import local_cluster  # noqa: E402  (the cluster the pipeline's Dask path starts)
 
 NEW_TOKENS = 16
@@ -58,7 +58,7 @@ def load_model(quick: bool, need_gpu: bool) -> dict:
 def answer_batch(batch: int, quick: bool, need_gpu: bool) -> dict:
     """One batch of synthetic requests through generate() on this worker's resident model. The inputs
     are built once per worker and reused (fixed shapes, forced 16 new tokens: the same work each call),
-    so the timing is generate() plus Dask's overhead, comparable to benchmarks/backends.py."""
+    so the timing is generate() plus Dask's overhead, comparable to perf/backends.py."""
     from transformers import GenerationConfig
 
     load_model(quick, need_gpu)

@@ -1,40 +1,14 @@
--- Which items does imagining fix or break? Per benchmark x condition x mode (x degrade): items wrong at baseline made right (fixed) and right made wrong (broken); an item is right when most of its seeds are.
-WITH per_item AS (
-    SELECT
-        p.run_id,
-        p.benchmark,
-        p.item_id,
-        p.condition,
-        p.mode,
-        coalesce(json_extract_string(t.generator_params, '$.degrade.kind'), 'none') AS degrade_kind,
-        TRY_CAST(json_extract_string(t.generator_params, '$.degrade.strength') AS DOUBLE) AS degrade_strength,
-        avg(CAST(p.correct AS INTEGER)) > 0.5 AS is_right
-    FROM predictions p
-    LEFT JOIN thoughts t ON t.thought_id = p.thought_id
-    WHERE p.correct IS NOT NULL
-    GROUP BY ALL
-),
-baseline AS (
-    SELECT run_id, benchmark, item_id, is_right AS baseline_right
-    FROM per_item
-    WHERE condition = 'baseline' AND mode = 'baseline'
-)
+-- Which items does imagining fix or break? Per benchmark x condition x mode (x degrade), over the items paired with the baseline: wrong made right (fixed), right made wrong (broken); an item is right when most of its paired seeds are.
 SELECT
-    i.run_id,
-    i.benchmark,
-    i.condition,
-    i.mode,
-    i.degrade_kind,
-    i.degrade_strength,
-    count(*) AS n_items,
-    count(*) FILTER (WHERE NOT b.baseline_right AND i.is_right) AS fixed,
-    count(*) FILTER (WHERE b.baseline_right AND NOT i.is_right) AS broken,
-    count(*) FILTER (WHERE b.baseline_right AND i.is_right) AS both_right,
-    count(*) FILTER (WHERE NOT b.baseline_right AND NOT i.is_right) AS both_wrong,
-    count(*) FILTER (WHERE NOT b.baseline_right AND i.is_right)
-        - count(*) FILTER (WHERE b.baseline_right AND NOT i.is_right) AS net_fixed
-FROM per_item i
-JOIN baseline b USING (run_id, benchmark, item_id)
-WHERE i.condition <> 'baseline'
-GROUP BY ALL
-ORDER BY i.run_id, i.benchmark, i.condition, i.mode, i.degrade_kind, i.degrade_strength NULLS FIRST;
+    run_id, benchmark, condition, mode, degrade_kind, degrade_strength,
+    n_paired AS n_items,
+    fixed,
+    broken,
+    both_right,
+    both_wrong,
+    fixed - broken AS net_fixed,
+    n_paired,
+    n_missing
+FROM paired_gains
+WHERE run_id = $run_id
+ORDER BY run_id, benchmark, condition, mode, degrade_kind, degrade_strength NULLS FIRST;

@@ -1,41 +1,23 @@
--- Which family, if any, gets each item right? Per item x mode: baseline score, the best score a fixed family reaches (the oracle) and the families reaching it (undegraded template families; seeds averaged per item).
-WITH per_item AS (
-    SELECT
-        p.run_id,
-        p.benchmark,
-        p.item_id,
-        p.condition,
-        p.mode,
-        avg(CAST(p.correct AS INTEGER)) AS score
-    FROM predictions p
-    LEFT JOIN thoughts t ON t.thought_id = p.thought_id
-    WHERE p.correct IS NOT NULL
-      AND p.condition NOT IN ('self', 'planner')
-      AND json_extract_string(t.generator_params, '$.degrade') IS NULL
-    GROUP BY ALL
-),
-baseline AS (
-    SELECT run_id, benchmark, item_id, score AS baseline_score
-    FROM per_item
-    WHERE condition = 'baseline' AND mode = 'baseline'
-),
-families AS (
-    SELECT *, max(score) OVER (PARTITION BY run_id, benchmark, item_id, mode) AS oracle_score
-    FROM per_item
-    WHERE condition <> 'baseline'
-)
+-- Which family, if any, gets each item right? Per benchmark x mode over the items where every fixed family (undegraded template family) is paired: baseline and oracle accuracy (the best score any family reaches per item), the share of items some family gets right, how many families reach the best score, and the incomplete items by reason; `--detail` gives the per-item rows.
 SELECT
-    f.run_id,
-    f.benchmark,
-    f.item_id,
-    f.mode,
-    b.baseline_score,
-    max(f.oracle_score) AS oracle_score,
-    coalesce(string_agg(f.condition, ', ' ORDER BY f.condition)
-             FILTER (WHERE f.score = f.oracle_score AND f.oracle_score > 0), '') AS oracle_families,
-    count(*) FILTER (WHERE f.score = f.oracle_score AND f.oracle_score > 0) AS n_oracle_families,
-    count(*) AS n_families
-FROM families f
-LEFT JOIN baseline b USING (run_id, benchmark, item_id)
-GROUP BY f.run_id, f.benchmark, f.item_id, f.mode, b.baseline_score
-ORDER BY f.run_id, f.benchmark, f.item_id, f.mode;
+    run_id,
+    benchmark,
+    mode,
+    count(*) AS n_items,
+    count(*) FILTER (WHERE complete) AS n_complete,
+    round(100 * avg(baseline_score) FILTER (WHERE complete), 2) AS baseline_pct,
+    round(100 * avg(oracle_score) FILTER (WHERE complete), 2) AS oracle_pct,
+    round(100 * avg(oracle_score - baseline_score) FILTER (WHERE complete), 2) AS gain_pp,
+    round(100 * avg(CAST(len(oracle_families) > 0 AS INTEGER)) FILTER (WHERE complete), 2) AS any_family_right_pct,
+    round(avg(len(oracle_families)) FILTER (WHERE complete AND len(oracle_families) > 0), 2) AS mean_oracle_families,
+    max(n_families_expected) AS n_families_expected,
+    count(*) FILTER (WHERE NOT complete) AS n_incomplete,
+    count(*) FILTER (WHERE NOT complete AND missing_reason = 'failed_plan') AS missing_failed_plan,
+    count(*) FILTER (WHERE NOT complete AND missing_reason = 'failed_thought') AS missing_failed_thought,
+    count(*) FILTER (WHERE NOT complete AND missing_reason = 'quarantined') AS missing_quarantined,
+    count(*) FILTER (WHERE NOT complete AND missing_reason = 'not_scored') AS missing_not_scored,
+    count(*) FILTER (WHERE NOT complete AND missing_reason = 'no_baseline') AS missing_no_baseline
+FROM oracle_items
+WHERE run_id = $run_id
+GROUP BY ALL
+ORDER BY run_id, benchmark, mode;

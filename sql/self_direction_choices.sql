@@ -1,18 +1,5 @@
--- Which family does the model choose when it decides what to imagine? Chosen-family counts and shares per benchmark x source (self | planner); parse-failed plans count as '(none)'.
-WITH t AS (
-    -- thoughts; chosen_family and plan_status read as NULL on warehouses loaded before they existed
-    SELECT * FROM thoughts
-    UNION ALL BY NAME
-    SELECT NULL::VARCHAR AS chosen_family, NULL::VARCHAR AS plan_status WHERE false
-),
-run_thoughts AS (
-    -- a run's thoughts: those it answered with, and those quarantined (a parse-failed plan has no image)
-    SELECT run_id, thought_id FROM predictions WHERE thought_id IS NOT NULL
-    UNION
-    SELECT run_id, json_extract_string(record, '$.thought_id') FROM quarantine
-    WHERE stage = 'predictions' AND json_valid(record)
-),
-choices AS (
+-- Which family does the model choose when it decides what to imagine? Chosen-family counts and shares per benchmark x source (self | planner) over the run's plans; parse-failed plans count as '(none)'.
+WITH choices AS (
     SELECT
         r.run_id,
         t.benchmark,
@@ -21,8 +8,8 @@ choices AS (
         coalesce(t.chosen_family, '(none)') AS chosen_family,
         t.plan_status
     FROM run_thoughts r
-    JOIN t ON t.thought_id = r.thought_id
-    WHERE t.prompt_source IN ('self', 'planner')
+    JOIN stg_thoughts t ON t.thought_id = r.thought_id  -- no degrade variant needed: skip its JSON parsing
+    WHERE r.run_id = $run_id AND t.prompt_source IN ('self', 'planner')
 )
 SELECT
     run_id,

@@ -19,13 +19,13 @@ def tiny_llava(tmp_path_factory):
 
 
 @pytest.fixture
-def fresh_understanders():
-    """Empty the per-process understander cache before and after a test."""
-    from g2u_tasks.backends.understanders.base import clear_understanders
+def fresh_models():
+    """Empty the per-process resident model cache (every role) before and after a test."""
+    from g2u_tasks.backends import registry
 
-    clear_understanders()
+    registry.clear()
     yield
-    clear_understanders()
+    registry.clear()
 
 
 def _has_cuda() -> bool:

@@ -37,6 +37,7 @@ def _errors(frame: pl.DataFrame) -> list[list[float]]:
 
 def gain_bars(frame: pl.DataFrame, path: Path, label: str = "condition", title: str = "Gain over baseline") -> Path | None:
     """Grouped bars: benchmarks on x, one bar per `label` value, one panel per mode; 95% CI error bars."""
+    frame = frame.filter(pl.col("gain_pp").is_not_null())  # a cell with no paired item has no bar
     if frame.is_empty():
         return None
     plt = _pyplot()
@@ -59,15 +60,27 @@ def gain_bars(frame: pl.DataFrame, path: Path, label: str = "condition", title: 
     return _save(fig, path)
 
 
+def _line_panels(modes: list[str], draw, xlabel: str, title: str):
+    """One panel per mode sharing the gain axis; `draw(ax, mode)` draws a panel's lines."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False, sharey=True)
+    for ax, mode in zip(axes[0], modes):
+        draw(ax, mode)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("gain (pp, 95% CI)")
+        ax.set_title(f"{title} ({mode})")
+    axes[0][-1].legend(fontsize="small")
+    return fig
+
+
 def fidelity_curve(frame: pl.DataFrame, path: Path) -> Path | None:
     """Gain vs PSNR bin, one line per family (all families pooled in bold), identity control dashed; a panel per mode."""
     binned = frame.filter(pl.col("psnr_bin").is_not_null())
     if binned.is_empty():
         return None
-    plt = _pyplot()
-    modes = binned["mode"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False, sharey=True)
-    for ax, mode in zip(axes[0], modes):
+
+    def draw(ax, mode: str) -> None:
         part = binned.filter(pl.col("mode") == mode)
         for family in part["family"].unique(maintain_order=True):
             line = part.filter(pl.col("family") == family).sort("psnr_bin")
@@ -79,33 +92,25 @@ def fidelity_curve(frame: pl.DataFrame, path: Path) -> Path | None:
         pooled = part.filter(pl.col("family") == A.ALL).sort("psnr_bin")
         ax.set_xticks(pooled["psnr_bin"].to_list(), [f"{b}\n{v:.1f} dB" for b, v in
                                                      zip(pooled["psnr_bin"], pooled["mean_psnr"])])
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("PSNR bin (mean PSNR)")
-        ax.set_ylabel("gain (pp, 95% CI)")
-        ax.set_title(f"Fidelity vs gain ({mode})")
-    axes[0][-1].legend(fontsize="small")
-    return _save(fig, path)
+
+    modes = binned["mode"].unique(maintain_order=True).to_list()
+    return _save(_line_panels(modes, draw, "PSNR bin (mean PSNR)", "Fidelity vs gain"), path)
 
 
 def degrade_curve(curve: pl.DataFrame, path: Path) -> Path | None:
     """Gain vs degrade strength, one line per benchmark x family x kind; a panel per mode."""
     if curve.is_empty():
         return None
-    plt = _pyplot()
-    modes = curve["mode"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False, sharey=True)
-    for ax, mode in zip(axes[0], modes):
+
+    def draw(ax, mode: str) -> None:
         part = curve.filter(pl.col("mode") == mode)
         for key, line in part.group_by(["benchmark", "condition", "degrade_kind"], maintain_order=True):
             line = line.sort("degrade_strength")
             ax.errorbar(line["degrade_strength"].to_list(), line["gain_pp"].to_list(), yerr=_errors(line),
                         marker="o", capsize=3, label=" / ".join(key))
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("degrade strength")
-        ax.set_ylabel("gain (pp, 95% CI)")
-        ax.set_title(f"Degraded thoughts ({mode})")
-    axes[0][-1].legend(fontsize="small")
-    return _save(fig, path)
+
+    modes = curve["mode"].unique(maintain_order=True).to_list()
+    return _save(_line_panels(modes, draw, "degrade strength", "Degraded thoughts"), path)
 
 
 def choice_distribution(choices: pl.DataFrame, path: Path) -> Path | None:

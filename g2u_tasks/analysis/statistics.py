@@ -1,14 +1,17 @@
-"""The paper's questions as statistics (issue 6): gain with uncertainty, fidelity vs gain, edit families,
-self-directed imagination. Plain functions over Polars frames read from the warehouse.
+"""The paper's questions as statistics: gain with uncertainty, fidelity vs gain, edit families, self-directed
+imagination. Plain functions over Polars frames read from the warehouse's shared views (sql/models/).
 
 Conventions (docs/REPORTS.md):
-- the unit is the item (benchmark, item_id); an item's seeds are pooled by averaging its correctness (`score`);
+- every gain is paired: over the items that have both a scored baseline and a scored condition answer on the
+  same seed (the `paired_items` view), each report counting the items missing and why (`missing_items`);
+- the unit is the item (benchmark, item_id); an item's paired seeds are pooled by averaging its correctness;
 - an item counts as right for flips and McNemar when more than half of its seeds are right;
 - intervals are percentile intervals of a paired bootstrap over items (N_RESAMPLES draws, fixed RNG_SEED);
 - thoughts made with a `degrade` generator option stay apart (degrade_kind, degrade_strength).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -17,14 +20,18 @@ import numpy as np
 import polars as pl
 
 from g2u_tasks.records import BASELINE
+from g2u_tasks.warehouse import database as warehouse
 
 N_RESAMPLES = 2000
 RNG_SEED = 20240601
 LEVEL = 0.95
 EXACT_BELOW = 25  # McNemar: exact binomial test below this many discordant items, else corrected chi-square
 SMALL_N = 30  # fewer paired items than this is called a pilot number in the summary
-N_BINS = 4
+N_BINS = 4  # PSNR quartiles: thought_gains.psnr_bin is ntile(4)
 IDENTITY = "identity"
+RECONSTRUCTION = "reconstruction"
+# identity: more image tokens, no new content; reconstruction: the generator's artifacts
+CONTROLS = (IDENTITY, RECONSTRUCTION)
 SELF_SOURCES = ("self", "planner")
 ORACLE = "oracle"
 ALL = "ALL"
@@ -33,10 +40,13 @@ UNPARSED_CHOICE = "(none)"
 NOT_OFFICIAL = ("accuracy", "unparsed_rate", "judge_fallback")
 # the first of these a benchmark reports is its headline official metric
 HEADLINE_METRICS = ("Overall", "perception", "aAcc", "F1", "delta_2", "Overall/validation", "Overall/dev")
-PLAN_COLUMNS = ("chosen_family", "plan_status", "plan_raw", "plan_decoding")
 VARIANT = ["benchmark", "condition", "mode", "degrade_kind", "degrade_strength"]
 ITEM = ["benchmark", "item_id"]
 
+# why a condition's item has no pair, in the order one reason is picked when there are several
+REASONS = ("failed_plan", "failed_thought", "quarantined", "not_scored", "no_baseline")
+COVERAGE_SCHEMA = {"n_paired": pl.Int64, "n_missing": pl.Int64, **{f"missing_{r}": pl.Int64 for r in REASONS},
+                   "n_partial": pl.Int64}
 STATS_SCHEMA = {
     "n_items": pl.Int64, "control_pct": pl.Float64, "treated_pct": pl.Float64, "gain_pp": pl.Float64,
     "ci_low_pp": pl.Float64, "ci_high_pp": pl.Float64, "p_mcnemar": pl.Float64, "fixed": pl.Int64,
@@ -46,59 +56,107 @@ STATS_SCHEMA = {
 
 # ---------------------------------------------------------------- loading
 
+# the parts of a run load_run can read; a report asks for the ones it uses (all by default)
+PARTS = ("pairs", "missing", "pair_cells", "missing_cells", "oracle", "oracle_cells", "oracle_winners",
+         "fidelity_cells", "fidelity_ranks", "official", "costs", "plans", "items", "metrics")
+
+
 @dataclass(frozen=True)
 class RunData:
-    """One run's rows. `predictions` carries its thought's columns (see thought_columns); `thoughts` holds every
-    thought the run used or quarantined (parse-failed plans included). `reference` is the latest other run by the
-    same understander with fixed families on the same items, attached when this run has self-directed thoughts
-    but no fixed families of its own (a run has one prompt source)."""
+    """One run's rows. `conditions` are the conditions the run answered; `plans` its self-directed thoughts (every
+    self/planner thought it used or quarantined, parse-failed plans included; see thought_columns); `reference` is
+    the latest other run by the same understander with fixed families on the same items, attached when this run has
+    self-directed thoughts but no fixed families of its own (a run has one prompt source). The rest are the run's
+    rows of the shared views: `pairs` (paired_items), `missing` (missing_items), `oracle` (oracle_items),
+    `fidelity_cells`, `fidelity_ranks` (thought_gains counted per bin, and its rank correlations), `official`
+    (official_gains) and `costs`
+    (run_costs); `pair_cells`, `missing_cells`, `oracle_cells` and `oracle_winners` count those rows per cell (see
+    cells() and oracle_cells()). Parts not asked of
+    load_run are empty."""
 
     run_id: str | None
-    predictions: pl.DataFrame
-    thoughts: pl.DataFrame
-    items: pl.DataFrame
-    metrics: pl.DataFrame
+    conditions: tuple[str, ...] = ()
+    plans: pl.DataFrame = field(default_factory=pl.DataFrame)
+    items: pl.DataFrame = field(default_factory=pl.DataFrame)
+    metrics: pl.DataFrame = field(default_factory=pl.DataFrame)
     run: dict = field(default_factory=dict)
     reference: RunData | None = None
+    pairs: pl.DataFrame = field(default_factory=pl.DataFrame)
+    missing: pl.DataFrame = field(default_factory=pl.DataFrame)
+    oracle: pl.DataFrame = field(default_factory=pl.DataFrame)
+    official: pl.DataFrame = field(default_factory=pl.DataFrame)
+    costs: pl.DataFrame = field(default_factory=pl.DataFrame)
+    fidelity_cells: pl.DataFrame = field(default_factory=pl.DataFrame)
+    fidelity_ranks: pl.DataFrame = field(default_factory=pl.DataFrame)
+    pair_cells: pl.DataFrame = field(default_factory=pl.DataFrame)
+    missing_cells: pl.DataFrame = field(default_factory=pl.DataFrame)
+    oracle_cells: pl.DataFrame = field(default_factory=pl.DataFrame)
+    oracle_winners: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def random_weights(self) -> bool:
         return "random weights" in (self.run.get("notes") or "")
 
 
-def load_run(con: duckdb.DuckDBPyConnection, run_id: str | None, with_reference: bool = True) -> RunData:
+# part -> the run's rows of it ($1 = run_id); every one filters by run in the query
+PART_SQL = {
+    # run_id is left out of the per-item parts: the same on every row, and a wide column over many rows
+    "pairs": "SELECT * EXCLUDE (run_id) FROM paired_items WHERE run_id = $1",
+    "missing": "SELECT * EXCLUDE (run_id) FROM missing_items WHERE run_id = $1",
+    "oracle": "SELECT * EXCLUDE (run_id) FROM oracle_items WHERE run_id = $1",
+    "pair_cells": "SELECT benchmark, condition, mode, degrade_kind, degrade_strength, score, baseline_score, "
+                  "count(*) AS weight FROM paired_items WHERE run_id = $1 GROUP BY ALL",
+    "missing_cells": "SELECT benchmark, condition, mode, degrade_kind, degrade_strength, reason, partly_paired, "
+                     "count(*) AS weight FROM missing_items WHERE run_id = $1 GROUP BY ALL",
+    "oracle_cells": "SELECT benchmark, mode, complete, oracle_score, baseline_score, missing_reason, count(*) AS weight "
+                    "FROM oracle_items WHERE run_id = $1 GROUP BY ALL",
+    "oracle_winners": "SELECT benchmark, mode, family, count(*) AS k FROM (SELECT benchmark, mode, "
+                      "unnest(oracle_families) AS family FROM oracle_items WHERE run_id = $1 AND complete) GROUP BY ALL",
+    "fidelity_cells": "SELECT * FROM fidelity_cells WHERE run_id = $1",
+    "fidelity_ranks": "SELECT * FROM fidelity_ranks WHERE run_id = $1",
+    "official": "SELECT * FROM official_gains WHERE run_id = $1",
+    "costs": "SELECT * FROM run_costs WHERE run_id = $1",
+    "metrics": "SELECT * FROM stg_metrics WHERE run_id = $1",
+    "plans": f"SELECT t.* FROM stg_thoughts t WHERE t.prompt_source IN {SELF_SOURCES} AND t.thought_id IN "
+             "(SELECT thought_id FROM run_thoughts WHERE run_id = $1)",
+    "items": "SELECT * FROM stg_items i WHERE EXISTS (SELECT 1 FROM stg_predictions p WHERE p.run_id = $1 "
+             "AND p.benchmark = i.benchmark AND p.item_id = i.item_id)",
+}
+
+
+def load_run(con: duckdb.DuckDBPyConnection, run_id: str | None, with_reference: bool = True,
+             parts: tuple[str, ...] = PARTS) -> RunData:
+    warehouse.require_views(con)
+
     def rows(sql: str) -> pl.DataFrame:
         return con.sql(sql, params=[run_id]).pl()
 
-    preds = rows("SELECT * FROM predictions WHERE run_id = $1")
-    thoughts = rows("""SELECT * FROM thoughts WHERE thought_id IN (
-                           SELECT thought_id FROM predictions WHERE run_id = $1
-                           UNION
-                           SELECT json_extract_string(record, '$.thought_id') FROM quarantine
-                           WHERE run_id = $1 AND stage = 'predictions' AND json_valid(record))""")
-    items = rows("SELECT * FROM items i WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.run_id = $1 "
-                 "AND p.benchmark = i.benchmark AND p.item_id = i.item_id)")
-    metrics = rows("SELECT * FROM metrics WHERE run_id = $1")
-    run = rows("SELECT * FROM runs WHERE run_id = $1").to_dicts()
-    data = RunData(run_id, join_thoughts(preds, thoughts), thought_columns(thoughts, with_item=True), items, metrics,
-                   run[0] if run else {})
+    need = {"plans", *parts} if with_reference else set(parts)  # plans say whether a reference run is needed
+    loaded = {name: rows(PART_SQL[name]) for name in PARTS if name in need}
+    if "plans" in loaded:
+        loaded["plans"] = thought_columns(loaded["plans"], with_item=True)
+    conditions = tuple(r[0] for r in con.execute(
+        "SELECT DISTINCT condition FROM stg_predictions WHERE run_id = $1 ORDER BY condition", [run_id]).fetchall())
+    run = rows("SELECT * FROM stg_runs WHERE run_id = $1").to_dicts()
+    data = RunData(run_id, conditions, run=run[0] if run else {}, **loaded)
     ref_id = reference_run(con, data) if with_reference else None
     if ref_id is None:
         return data
-    return replace(data, reference=load_run(con, ref_id, with_reference=False))
+    return replace(data, reference=load_run(con, ref_id, with_reference=False, parts=parts))
 
 
 def reference_run(con: duckdb.DuckDBPyConnection, data: RunData) -> str | None:
     """For a self-directed run without fixed families: the latest other run by the same understander that has
     fixed-family predictions on some of its items."""
-    conditions = set(data.predictions["condition"].unique().to_list())
-    own_self = bool(conditions & set(SELF_SOURCES)) or data.thoughts["prompt_source"].is_in(SELF_SOURCES).any()
+    conditions = set(data.conditions)
+    own_self = bool(conditions & set(SELF_SOURCES)) or not data.plans.is_empty()
     if not own_self or conditions - {BASELINE, *SELF_SOURCES}:
         return None
     hit = con.sql("""
-        SELECT r.run_id FROM runs r
+        SELECT r.run_id FROM stg_runs r
         WHERE r.run_id <> $1 AND r.understander IS NOT DISTINCT FROM $2 AND EXISTS (
-            SELECT 1 FROM predictions p JOIN predictions q ON q.benchmark = p.benchmark AND q.item_id = p.item_id
+            SELECT 1 FROM stg_predictions p
+            JOIN stg_predictions q ON q.benchmark = p.benchmark AND q.item_id = p.item_id
             WHERE p.run_id = r.run_id AND q.run_id = $1 AND p.condition NOT IN ('baseline', 'self', 'planner'))
         ORDER BY r.finished_at DESC NULLS LAST, r.run_id LIMIT 1""",
                   params=[data.run_id, data.run.get("understander")]).fetchall()
@@ -106,12 +164,7 @@ def reference_run(con: duckdb.DuckDBPyConnection, data: RunData) -> str | None:
 
 
 def thought_columns(thoughts: pl.DataFrame, with_item: bool = False) -> pl.DataFrame:
-    """The thought columns analyses use; plan columns default to null on warehouses that predate them."""
-    for col in PLAN_COLUMNS:
-        if col not in thoughts.columns:
-            thoughts = thoughts.with_columns(pl.lit(None, pl.String).alias(col))
-    if "embed_sim" not in thoughts.columns:  # warehouses that predate the column
-        thoughts = thoughts.with_columns(pl.lit(None, pl.Float64).alias("embed_sim"))
+    """The thought columns analyses use (stg_thoughts rows: columns an older warehouse lacks read as null)."""
     is_self = pl.col("prompt_source").is_in(SELF_SOURCES)
     params = pl.col("generator_params")
     item = [pl.col(c).alias(f"thought_{c}") for c in ("benchmark", "item_id", "seed", "status")] if with_item else []
@@ -126,72 +179,169 @@ def thought_columns(thoughts: pl.DataFrame, with_item: bool = False) -> pl.DataF
     )
 
 
-def join_thoughts(preds: pl.DataFrame, thoughts: pl.DataFrame) -> pl.DataFrame:
-    out = preds.join(thought_columns(thoughts), on="thought_id", how="left")
-    return out.with_columns(pl.col("degrade_kind").fill_null(NO_DEGRADE))
-
-
 # ---------------------------------------------------------------- statistics
 
 def bootstrap_ci(diffs, n_resamples: int = N_RESAMPLES, seed: int = RNG_SEED,
-                 level: float = LEVEL) -> tuple[float, float]:
+                 level: float = LEVEL, weights=None) -> tuple[float, float]:
     """Percentile interval of the mean of per-item differences, items resampled with replacement.
 
     Drawn as multinomial counts over the distinct values: the same distribution as resampling indices,
-    vectorised and cheap for any number of items."""
+    vectorised and cheap for any number of items. `weights` (integer) says how many items each difference stands
+    for, so that a cell's items can be passed as a histogram; the draws are the same as for the items one by one."""
     diffs = np.asarray(diffs, dtype=float)
-    n = diffs.size
-    if n == 0:
+    if weights is None:
+        values, counts = np.unique(diffs, return_counts=True)
+    else:
+        values, inverse = np.unique(diffs, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=np.asarray(weights), minlength=values.size).astype(np.int64)
+    if counts.sum() == 0:
         return math.nan, math.nan
-    values, counts = np.unique(diffs, return_counts=True)
-    draws = np.random.default_rng(seed).multinomial(n, counts / counts.sum(), size=n_resamples)
-    means = draws @ values / n
+    return _bootstrap(tuple(values.tolist()), tuple(counts.tolist()), n_resamples, seed, level)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bootstrap(values: tuple[float, ...], counts: tuple[int, ...], n_resamples: int, seed: int,
+               level: float) -> tuple[float, float]:
+    """The interval for one histogram of differences; cached, as reports share cells (gain_ci and family_oracle
+    in the summary) and the draws are the costly part."""
+    values_, counts_ = np.asarray(values), np.asarray(counts, dtype=np.int64)
+    n = int(counts_.sum())
+    draws = np.random.default_rng(seed).multinomial(n, counts_ / counts_.sum(), size=n_resamples)
+    means = draws @ values_ / n
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
 
 
 def mcnemar_p(fixed: int, broken: int) -> float:
-    """McNemar's test on the discordant items: exact binomial when few, else chi-square with continuity correction."""
-    from statsmodels.stats.contingency_tables import mcnemar
+    """McNemar's test on the discordant items: exact binomial when few, else chi-square with continuity correction.
 
-    if fixed + broken == 0:
+    The formulas of statsmodels' `mcnemar` (a test checks them against it), in plain Python: importing
+    statsmodels and scipy.stats costs more than a whole report."""
+    n = fixed + broken
+    if n == 0:
         return 1.0
-    return float(mcnemar([[0, broken], [fixed, 0]], exact=fixed + broken < EXACT_BELOW, correction=True).pvalue)
+    if n < EXACT_BELOW:
+        return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2 ** n)
+    return math.erfc(math.sqrt((abs(fixed - broken) - 1) ** 2 / n / 2))  # chi-square sf with 1 dof
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given their average rank (scipy's rankdata 'average')."""
+    return pl.Series(x).rank("average").to_numpy().astype(float)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(20000):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-15:
+            break
+    return front * (f - 1.0)
 
 
 def spearman(x, y) -> tuple[float | None, float | None]:
-    """(rho, p) or (None, None) when fewer than 3 pairs or either side is constant."""
-    from scipy.stats import spearmanr
+    """(rho, p) or (None, None) when fewer than 3 pairs or either side is constant.
 
+    scipy.stats.spearmanr's definition (Pearson r of average ranks; two-sided p from Student's t with n - 2
+    degrees of freedom; a test checks it against scipy), without importing scipy.stats."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None, None
-    res = spearmanr(x, y)
-    return float(res.statistic), float(res.pvalue)
+    rho = float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
+    return rho, spearman_p(rho, x.size)
 
 
-def paired_summary(treated, control) -> dict:
-    """Accuracy with and without the treatment on the same items, the gain with its bootstrap CI, flips, McNemar."""
+def spearman_p(rho: float, n: int) -> float:
+    """Two-sided p of Spearman's rho over n pairs: Student's t with n - 2 degrees of freedom, as scipy."""
+    dof = n - 2
+    if abs(rho) >= 1:
+        return 0.0
+    t2 = rho * rho * dof / ((rho + 1.0) * (1.0 - rho))
+    return min(1.0, _betainc(dof / 2, 0.5, dof / (dof + t2)))  # = 2 * t.sf(|t|, dof)
+
+
+def paired_summary(treated, control, weights=None) -> dict:
+    """Accuracy with and without the treatment on the same items, the gain with its bootstrap CI, flips, McNemar.
+    `weights` (integer): how many items each (treated, control) pair stands for (a histogram of a cell's items)."""
     treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    w = np.ones(treated.size, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    n = int(w.sum())
     diffs = treated - control
-    low, high = bootstrap_ci(diffs)
+    low, high = bootstrap_ci(diffs, weights=w)
     t_right, c_right = treated > 0.5, control > 0.5
-    fixed, broken = int((t_right & ~c_right).sum()), int((~t_right & c_right).sum())
+    fixed, broken = int(w[t_right & ~c_right].sum()), int(w[~t_right & c_right].sum())
+    mean = (lambda v: float(v @ w) / n) if n else (lambda v: math.nan)
     return {
-        "n_items": int(diffs.size), "control_pct": 100 * control.mean(), "treated_pct": 100 * treated.mean(),
-        "gain_pp": 100 * diffs.mean(), "ci_low_pp": 100 * low, "ci_high_pp": 100 * high,
+        "n_items": n, "control_pct": 100 * mean(control), "treated_pct": 100 * mean(treated),
+        "gain_pp": 100 * mean(diffs), "ci_low_pp": 100 * low, "ci_high_pp": 100 * high,
         "p_mcnemar": mcnemar_p(fixed, broken), "fixed": fixed, "broken": broken,
     }
+
+
+def coverage(pairs: pl.DataFrame, missing: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Per group: items paired with the baseline, items with no pair by reason (`missing_items` rows), and items
+    paired on only some of their seeds (`n_partial`). A reason outside REASONS counts in `n_missing` only."""
+    rows = pl.concat([
+        pairs.select(*by, pl.lit(None, pl.String).alias("reason"), pl.lit(False).alias("partly"), _weight(pairs)),
+        missing.select(*by, pl.col("reason").cast(pl.String), pl.col("partly_paired").alias("partly"),
+                       _weight(missing)),
+    ])
+    whole = ~pl.col("partly")
+
+    def count(cond: pl.Expr) -> pl.Expr:
+        return pl.when(cond).then(pl.col("weight")).otherwise(0).sum()
+
+    out = rows.group_by(by, maintain_order=True).agg(
+        count(pl.col("reason").is_null()).alias("n_paired"),
+        count(pl.col("reason").is_not_null() & whole).alias("n_missing"),
+        *(count((pl.col("reason") == r) & whole).alias(f"missing_{r}") for r in REASONS),
+        count(pl.col("partly")).alias("n_partial"))
+    return out.cast(COVERAGE_SCHEMA)
+
+
+def _weight(frame: pl.DataFrame) -> pl.Expr:
+    """How many items a row stands for: its `weight` where rows are counts (cells), else 1."""
+    return (pl.col("weight") if "weight" in frame.columns else pl.lit(1)).cast(pl.Int64).alias("weight")
+
+
+def paired_report(pairs: pl.DataFrame, missing: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """paired_table with coverage columns: one row per group in either frame (`n_items` = `n_paired`; the
+    statistics are null where nothing is paired)."""
+    stats = paired_table(pairs, by).drop("n_items")
+    table = coverage(pairs, missing, by).join(stats, on=by, how="left", nulls_equal=True)
+    return table.select(*by, pl.col("n_paired").alias("n_items"), *list(STATS_SCHEMA)[1:], *COVERAGE_SCHEMA)
 
 
 def paired_table(pairs: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     """One row of paired_summary per group; `pairs` has the `by` columns plus per-item `treated` and `control`."""
     schema = {**{k: pairs.schema[k] for k in by}, **STATS_SCHEMA}
-    rows = [{**dict(zip(by, key)), **paired_summary(part["treated"].to_numpy(), part["control"].to_numpy())}
-            for key, part in pairs.group_by(by, maintain_order=True)]
+    # a cell's items as a histogram of (treated, control): few distinct pairs however many items; rows that are
+    # already counts carry a `weight` column
+    count = pl.col("weight").sum() if "weight" in pairs.columns else pl.len()
+    hist = pairs.group_by([*by, "treated", "control"], maintain_order=True).agg(count.alias("weight"))
+    rows = [{**dict(zip(by, key)), **paired_summary(part["treated"].to_numpy(), part["control"].to_numpy(),
+                                                    part["weight"].to_numpy())}
+            for key, part in hist.group_by(by, maintain_order=True)]
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -215,31 +365,36 @@ def tidy(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs)
 
 
-# ---------------------------------------------------------------- per-item scores
+# ---------------------------------------------------------------- paired items
 
-def item_scores(preds: pl.DataFrame) -> pl.DataFrame:
-    """One row per item and variant (benchmark x condition x mode x degrade): score = share of its seeds right."""
-    return (preds.filter(pl.col("correct").is_not_null())
-            .group_by([*VARIANT, "item_id"], maintain_order=True)
-            .agg(pl.col("correct").cast(pl.Float64).mean().alias("score")))
+def treated(pairs: pl.DataFrame) -> pl.DataFrame:
+    """paired_items rows with the names paired_table reads: `treated` (with the thought), `control` (baseline)."""
+    return pairs.rename({"score": "treated", "baseline_score": "control"})
 
 
-def baseline_scores(scores: pl.DataFrame) -> pl.DataFrame:
-    base = scores.filter((pl.col("condition") == BASELINE) & (pl.col("mode") == BASELINE))
-    return base.select(*ITEM, pl.col("score").alias("control"))
+def fixed_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows (paired or missing) of fixed (template) families without degradation: the choices an oracle picks from."""
+    return frame.filter(~pl.col("condition").is_in([BASELINE, *SELF_SOURCES]) & (pl.col("degrade_kind") == NO_DEGRADE))
 
 
-def fixed_scores(scores: pl.DataFrame) -> pl.DataFrame:
-    """Fixed (template) families without degradation: the choices an oracle picks from."""
-    return scores.filter(~pl.col("condition").is_in([BASELINE, *SELF_SOURCES]) & (pl.col("mode") != BASELINE)
-                         & (pl.col("degrade_kind") == NO_DEGRADE))
+def self_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows (paired or missing) of the self-directed sources, undegraded, with `condition` named `source`."""
+    keep = pl.col("condition").is_in(SELF_SOURCES) & (pl.col("degrade_kind") == NO_DEGRADE)
+    return frame.filter(keep).rename({"condition": "source"})
 
 
-def with_all(frame: pl.DataFrame, column: str = "benchmark") -> pl.DataFrame:
-    """Add a copy of every row under `ALL` when there are several benchmarks (items pooled)."""
-    if frame.is_empty() or frame[column].n_unique() < 2:
+def with_all(frame: pl.DataFrame, column: str = "benchmark", pool: bool | None = None) -> pl.DataFrame:
+    """Add a copy of every row under `ALL` (items pooled) when there are several benchmarks, or when `pool` says."""
+    pool = frame[column].n_unique() > 1 if pool is None else pool
+    if frame.is_empty() or not pool:
         return frame
     return pl.concat([frame, frame.with_columns(pl.lit(ALL).alias(column))])
+
+
+def pooled(pairs: pl.DataFrame, missing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """with_all on both frames, decided once from the benchmarks of either."""
+    pool = pl.concat([pairs["benchmark"], missing["benchmark"]]).n_unique() > 1
+    return with_all(pairs, pool=pool), with_all(missing, pool=pool)
 
 
 def benchmark_parts(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
@@ -258,37 +413,47 @@ def _with_run(frame: pl.DataFrame, run_id: str | None) -> pl.DataFrame:
 
 # ---------------------------------------------------------------- gain vs baseline
 
-def official_headline(metrics: pl.DataFrame) -> pl.DataFrame:
-    """The benchmark's headline official metric per condition x mode, as text ('not computed' kept), and its gain."""
+def official_headline(official: pl.DataFrame) -> pl.DataFrame:
+    """The benchmark's headline official metric per condition x mode (official_gains rows), as text ('not computed'
+    kept), and its gain over baseline. Official metrics aggregate each condition's own items: they are not paired."""
     out_schema = {"benchmark": pl.String, "condition": pl.String, "mode": pl.String, "official_metric": pl.String,
                   "official_value": pl.String, "official_gain": pl.Float64}
-    m = metrics.filter(~pl.col("metric").is_in(NOT_OFFICIAL))
-    have = m.group_by("benchmark").agg(pl.col("metric").unique()).to_dicts()
+    if official.is_empty():
+        return pl.DataFrame(schema=out_schema)
+    have = official.group_by("benchmark").agg(pl.col("metric").unique()).to_dicts()
     picks = [(r["benchmark"], next((h for h in HEADLINE_METRICS if h in r["metric"]), None)) for r in have]
     picks = pl.DataFrame([p for p in picks if p[1]], schema={"benchmark": pl.String, "metric": pl.String}, orient="row")
-    m = m.join(picks, on=["benchmark", "metric"])
-    if m.is_empty():
-        return pl.DataFrame(schema=out_schema)
+    m = official.join(picks, on=["benchmark", "metric"])
     ok = (pl.col("status") == "ok") & pl.col("value").is_not_null()
-    base = m.filter((pl.col("condition") == BASELINE) & (pl.col("mode") == BASELINE)).select(
-        "benchmark", pl.when(ok).then(pl.col("value")).alias("base_value"))
-    return m.join(base, on="benchmark", how="left").select(
+    return m.select(
         "benchmark", "condition", "mode", pl.col("metric").alias("official_metric"),
         pl.when(ok).then(pl.col("value").round(4).cast(pl.String)).otherwise(pl.lit("not computed"))
         .alias("official_value"),
-        pl.when(ok).then(pl.col("value") - pl.col("base_value")).alias("official_gain"),
-    )
+        pl.when(ok).then(pl.col("gain")).alias("official_gain"),
+    ).cast(out_schema)
+
+
+def cells(data: RunData) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The run's paired items counted per variant x (score, baseline_score), and its missing items per variant x
+    reason x partly_paired (`weight` = items): the same statistics as the items one by one, from far fewer rows.
+    Read as such when load_run read them (pair_cells, missing_cells), else counted from pairs and missing."""
+    if data.pair_cells.width and data.missing_cells.width:
+        return data.pair_cells, data.missing_cells
+    n = pl.len().cast(pl.Int64).alias("weight")
+    return (data.pairs.group_by([*VARIANT, "score", "baseline_score"], maintain_order=True).agg(n),
+            data.missing.group_by([*VARIANT, "reason", "partly_paired"], maintain_order=True).agg(n))
 
 
 def gain_table(data: RunData) -> pl.DataFrame:
-    """Unrounded gain_ci rows (no run_id)."""
-    scores = item_scores(data.predictions)
-    pairs = scores.filter(pl.col("condition") != BASELINE).rename({"score": "treated"})
-    pairs = pairs.join(baseline_scores(scores), on=ITEM)
+    """Unrounded gain_ci rows (no run_id): paired statistics and coverage per variant."""
     degraded = pl.col("degrade_kind") != NO_DEGRADE  # pooled only where every benchmark has the variant's kind
-    pairs = pl.concat([with_all(pairs.filter(~degraded)), pairs.filter(degraded)])
-    table = paired_table(pairs, VARIANT).rename({"control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
-    official = official_headline(data.metrics).with_columns(pl.lit(NO_DEGRADE).alias("degrade_kind"))
+    pair_cells, missing_cells = cells(data)
+    pairs, missing = pooled(treated(pair_cells.filter(~degraded)), missing_cells.filter(~degraded))
+    pairs = pl.concat([pairs, treated(pair_cells.filter(degraded))])
+    missing = pl.concat([missing, missing_cells.filter(degraded)])
+    table = paired_report(pairs, missing, VARIANT).rename(
+        {"control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
+    official = official_headline(data.official).with_columns(pl.lit(NO_DEGRADE).alias("degrade_kind"))
     table = table.join(official, on=["benchmark", "condition", "mode", "degrade_kind"], how="left")
     return _order(table, ["benchmark", "condition", "mode", "degrade_kind", "degrade_strength"])
 
@@ -314,62 +479,42 @@ def degrade_curve(data: RunData, gains: pl.DataFrame | None = None) -> pl.DataFr
 
 # ---------------------------------------------------------------- fidelity vs gain
 
-def thought_gains(data: RunData) -> pl.DataFrame:
-    """One row per thought x mode: its PSNR/SSIM and gain = its correctness − the item's baseline score."""
-    preds = data.predictions.filter(pl.col("thought_id").is_not_null() & pl.col("correct").is_not_null()
-                                    & pl.col("psnr").is_not_null())
-    per = preds.group_by(["thought_id", "mode"], maintain_order=True).agg(
-        *(pl.col(c).first() for c in ("benchmark", "item_id", "condition", "degrade_kind", "degrade_strength",
-                                      "psnr", "ssim", "embed_sim")),
-        pl.col("correct").cast(pl.Float64).mean().alias("treated"))
-    per = per.join(baseline_scores(item_scores(data.predictions)), on=ITEM)
-    return per.with_columns((pl.col("treated") - pl.col("control")).alias("gain"))
-
-
 def ntile(n_rows: int, n_bins: int) -> np.ndarray:
     """Bin numbers 1..n_bins over ordered rows, as SQL's ntile: the first n_rows % n_bins bins hold one row more."""
     q, r = divmod(n_rows, n_bins)
     return np.repeat(np.arange(1, n_bins + 1), [q + 1] * r + [q] * (n_bins - r))
 
 
-def psnr_bins(gains: pl.DataFrame, n_bins: int = N_BINS) -> pl.DataFrame:
-    """Equal-count PSNR bins per mode over every thought except the identity control (ties by thought_id)."""
-    edits = gains.filter(pl.col("condition") != IDENTITY).sort(["mode", "psnr", "thought_id"])
-    parts = [part.with_columns(pl.Series("psnr_bin", ntile(part.height, n_bins), pl.Int64))
-             for _, part in edits.group_by("mode", maintain_order=True)]
-    return pl.concat(parts) if parts else edits.with_columns(pl.lit(None, pl.Int64).alias("psnr_bin"))
+MEASURES = {"psnr": "psnr", "ssim": "ssim", "embed": "embed"}  # fidelity_ranks.measure -> column suffix
 
 
-def fidelity_correlation(gains: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    rows = []
-    for key, part in gains.group_by(by, maintain_order=True):
-        rho_p, p_p = spearman(part["psnr"], part["gain"])
-        rho_s, p_s = spearman(part["ssim"], part["gain"])
-        emb = part.filter(pl.col("embed_sim").is_not_null()) if "embed_sim" in part.columns else part.clear()
-        rho_e, p_e = spearman(emb["embed_sim"], emb["gain"]) if emb.height else (None, None)
-        rows.append({**dict(zip(by, key)), "rho_psnr": rho_p, "p_rho_psnr": p_p, "rho_ssim": rho_s, "p_rho_ssim": p_s,
-                     "rho_embed": rho_e, "p_rho_embed": p_e})
-    schema = {**{k: gains.schema[k] for k in by}, "rho_psnr": pl.Float64, "p_rho_psnr": pl.Float64,
-              "rho_ssim": pl.Float64, "p_rho_ssim": pl.Float64, "rho_embed": pl.Float64, "p_rho_embed": pl.Float64}
-    return pl.DataFrame(rows, schema=schema)
+def fidelity_correlation(ranks: pl.DataFrame) -> pl.DataFrame:
+    """Per mode x family: Spearman rho and p for each fidelity measure (fidelity_ranks rows; null when fewer than
+    3 thoughts or one side is constant)."""
+    schema = {"mode": pl.String, "family": pl.String, **{f"{c}_{m}": pl.Float64 for m in MEASURES
+                                                        for c in ("rho", "p_rho")}}
+    out: dict[tuple, dict] = {}
+    for r in ranks.iter_rows(named=True):
+        row = out.setdefault((r["mode"], r["family"]), {"mode": r["mode"], "family": r["family"]})
+        if r["n"] >= 3 and not r["constant"] and r["rho"] is not None:
+            row[f"rho_{r['measure']}"], row[f"p_rho_{r['measure']}"] = r["rho"], spearman_p(r["rho"], r["n"])
+    return pl.DataFrame(list(out.values()), schema=schema)
 
 
-def fidelity_gain(data: RunData, n_bins: int = N_BINS) -> pl.DataFrame:
+def fidelity_gain(data: RunData) -> pl.DataFrame:
     """Gain per PSNR bin per mode, for all families pooled (`ALL`) and each family, with bootstrap CI over thoughts
-    and Spearman rho between fidelity and per-item gain; the identity control as a reference row (no bin)."""
-    gains = thought_gains(data)
-    binned = psnr_bins(gains, n_bins)
-    binned = pl.concat([binned.with_columns(pl.lit(ALL).alias("family")),
-                        binned.with_columns(pl.col("condition").alias("family"))])
-    ident = gains.filter(pl.col("condition") == IDENTITY).with_columns(
-        pl.lit(IDENTITY).alias("family"), pl.lit(None, pl.Int64).alias("psnr_bin"))
-    rows = pl.concat([binned, ident.select(binned.columns)])
+    and Spearman rho between fidelity and per-item gain; the identity control as a reference row (no bin). Reads the
+    run's fidelity_cells (thoughts counted per bin x score pair) and fidelity_ranks, derived at load time."""
     keys = ["mode", "family", "psnr_bin"]
-    stats = paired_table(rows, keys).select(*keys, pl.col("n_items").alias("n_thoughts"), "gain_pp",
-                                            "ci_low_pp", "ci_high_pp")
-    ranges = rows.group_by(keys).agg(pl.col("psnr").min().alias("psnr_low"), pl.col("psnr").max().alias("psnr_high"),
-                                     pl.col("psnr").mean().alias("mean_psnr"), pl.col("ssim").mean().alias("mean_ssim"))
-    corr = fidelity_correlation(binned, ["mode", "family"])
+    cells = data.fidelity_cells.rename({"n_thoughts": "weight"})
+    stats = paired_table(cells, keys).select(*keys, pl.col("n_items").alias("n_thoughts"), "gain_pp",
+                                             "ci_low_pp", "ci_high_pp")
+    n_ssim = pl.col("n_ssim").sum()
+    ranges = cells.group_by(keys).agg(
+        pl.col("psnr_low").min(), pl.col("psnr_high").max(),
+        (pl.col("psnr_sum").sum() / pl.col("weight").sum()).alias("mean_psnr"),
+        pl.when(n_ssim > 0).then(pl.col("ssim_sum").sum() / n_ssim).alias("mean_ssim"))
+    corr = fidelity_correlation(data.fidelity_ranks)
     table = stats.join(ranges, on=keys, how="left", nulls_equal=True).join(corr, on=["mode", "family"], how="left")
     table = table.sort(["mode", pl.col("family") == IDENTITY, pl.col("family") != ALL, "family", "psnr_bin"],
                        nulls_last=True)
@@ -381,70 +526,94 @@ def fidelity_gain(data: RunData, n_bins: int = N_BINS) -> pl.DataFrame:
 
 # ---------------------------------------------------------------- edit families
 
-def with_category(scores: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
-    return scores.join(items.select(*ITEM, pl.col("category").fill_null("(none)")), on=ITEM, how="left")
+def with_category(rows: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    out = rows.join(items.select(*ITEM, "category"), on=ITEM, how="left")
+    return out.with_columns(pl.col("category").fill_null("(none)"))
 
 
 def family_gain(data: RunData, by: tuple[str, ...] = ("benchmark",)) -> pl.DataFrame:
-    """Gain of each fixed family over baseline per mode and `by` (e.g. ("benchmark", "category")), with CI."""
-    scores = item_scores(data.predictions)
-    pairs = fixed_scores(scores).rename({"score": "treated"}).join(baseline_scores(scores), on=ITEM)
+    """Gain of each fixed family over baseline per mode and `by` (e.g. ("benchmark", "category")), with CI and
+    coverage."""
+    pairs, missing = treated(fixed_rows(data.pairs)), fixed_rows(data.missing)
     if "category" in by:
-        pairs = with_category(pairs, data.items)
-    table = paired_table(with_all(pairs), [*by, "mode", "condition"]).rename(
+        pairs, missing = with_category(pairs, data.items), with_category(missing, data.items)
+    pairs, missing = pooled(pairs, missing)
+    table = paired_report(pairs, missing, [*by, "mode", "condition"]).rename(
         {"condition": "family", "control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
     return _with_run(_order(table, [*by, "mode", "family"]), data.run_id)
 
 
-def oracle_items(scores: pl.DataFrame) -> pl.DataFrame:
-    """Per item x mode: the best score a fixed family reaches (`oracle_score`) and the families reaching it
-    when it is above zero (`oracle_families`, empty when no family gets the item right)."""
-    keys = [*ITEM, "mode"]
-    fixed = fixed_scores(scores)
-    best = fixed.group_by(keys).agg(pl.col("score").max().alias("oracle_score"))
-    winners = (fixed.join(best, on=keys)
-               .filter((pl.col("score") == pl.col("oracle_score")) & (pl.col("oracle_score") > 0))
-               .group_by(keys).agg(pl.col("condition").sort().alias("oracle_families")))
-    out = best.join(winners, on=keys, how="left")
-    return out.with_columns(pl.col("oracle_families").fill_null(pl.lit([], pl.List(pl.String))))
+def oracle_items(data: RunData) -> pl.DataFrame:
+    """Per item x mode where every fixed family is paired (oracle_items rows, `complete`): the best score a fixed
+    family reaches (`oracle_score`) and the families reaching it when above zero (`oracle_families`)."""
+    return data.oracle.filter(pl.col("complete"))
 
 
 def generation_seconds(data: RunData) -> pl.DataFrame:
-    """Mean generation seconds per thought, per benchmark (and ALL) x family."""
-    thoughts = data.predictions.filter(pl.col("thought_id").is_not_null()).unique("thought_id")
-    thoughts = with_all(thoughts.select("benchmark", pl.col("condition").alias("family"), "gen_seconds"))
-    return thoughts.group_by(["benchmark", "family"]).agg(pl.col("gen_seconds").mean().alias("mean_gen_seconds"))
+    """Mean generation seconds per thought (its share of its generator call's device time) over the thoughts the run
+    answered with, per benchmark (and ALL) x family (run_costs rows)."""
+    costs = with_all(data.costs.select("benchmark", "family", "n_timed", "total_gen_seconds")) \
+        if not data.costs.is_empty() else pl.DataFrame(schema={"benchmark": pl.String, "family": pl.String,
+                                                                "n_timed": pl.Int64, "total_gen_seconds": pl.Float64})
+    n, total = pl.col("n_timed").sum(), pl.col("total_gen_seconds").sum()
+    return costs.group_by(["benchmark", "family"]).agg(
+        pl.when(n > 0).then(total / n).cast(pl.Float64).alias("mean_gen_seconds"))
+
+
+def oracle_cells(data: RunData) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The oracle_items of the run counted: (per benchmark x mode x complete x (oracle_score, baseline_score) x
+    missing_reason: `weight` items; per benchmark x mode x family: `k` complete items on which it is an oracle
+    family). Read as such when load_run read them, else counted from `oracle`."""
+    if data.oracle_cells.width and data.oracle_winners.width:
+        return data.oracle_cells, data.oracle_winners
+    keys = ["benchmark", "mode"]
+    counted = data.oracle.group_by([*keys, "complete", "oracle_score", "baseline_score", "missing_reason"],
+                                   maintain_order=True).agg(pl.len().cast(pl.Int64).alias("weight"))
+    winners = data.oracle.filter(pl.col("complete")).explode("oracle_families").drop_nulls("oracle_families") \
+        .group_by([*keys, pl.col("oracle_families").alias("family")]).agg(pl.len().cast(pl.Int64).alias("k"))
+    return counted, winners
 
 
 def family_oracle(data: RunData) -> pl.DataFrame:
-    """Per benchmark x mode: each fixed family's gain (CI, McNemar, flips), how often it is an oracle family, its
-    generation cost per point of gain; and the oracle row (best family per item: an upper bound on choosing well)."""
-    scores = item_scores(data.predictions)
-    base = baseline_scores(scores)
-    cols = [*ITEM, "mode", "condition", "treated", "control"]
-    fixed = fixed_scores(scores).rename({"score": "treated"}).join(base, on=ITEM)
-    oracle = oracle_items(scores)
-    best = oracle.rename({"oracle_score": "treated"}).join(base, on=ITEM).with_columns(pl.lit(ORACLE).alias("condition"))
-    pairs = with_all(pl.concat([fixed.select(cols), best.select(cols)]))
-    table = paired_table(pairs, ["benchmark", "mode", "condition"]).rename(
+    """Per benchmark x mode: each fixed family's gain (CI, McNemar, flips, coverage), how often it is an oracle family,
+    its generation cost per point of gain; and the oracle row (best family per item, on items where every family is
+    paired: an upper bound on choosing well; an item some family lacks is missing, with that family's reason).
+    Generation seconds are each thought's share of its generator call. Works on counted cells (cells(),
+    oracle_cells()): the same numbers as item by item."""
+    keys = ["benchmark", "mode", "condition"]
+    pair_cells, missing_cells = cells(data)
+    counted, winners = oracle_cells(data)
+    oracle = counted.with_columns(pl.lit(ORACLE).alias("condition"))
+    pairs = pl.concat([treated(fixed_rows(pair_cells)).select(*keys, "treated", "control", "weight"),
+                       oracle.filter(pl.col("complete")).select(
+                           *keys, pl.col("oracle_score").alias("treated"), pl.col("baseline_score").alias("control"),
+                           "weight")])
+    missing = pl.concat([fixed_rows(missing_cells).select(*keys, pl.col("reason").cast(pl.String), "partly_paired",
+                                                          "weight"),
+                         oracle.filter(~pl.col("complete")).select(
+                             *keys, pl.col("missing_reason").fill_null("not_planned").cast(pl.String).alias("reason"),
+                             pl.lit(False).alias("partly_paired"), "weight")])
+    pairs, missing = pooled(pairs, missing)
+    table = paired_report(pairs, missing, keys).rename(
         {"condition": "family", "control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
-    share = _oracle_share(with_all(oracle))
+    pool = ALL in set(pairs["benchmark"]) | set(missing["benchmark"])
+    share = _oracle_share(with_all(counted.filter(pl.col("complete")), pool=pool), with_all(winners, pool=pool))
     table = table.join(share, on=["benchmark", "mode", "family"], how="left")
     table = table.join(generation_seconds(data), on=["benchmark", "family"], how="left").with_columns(
         pl.when(pl.col("gain_pp") > 0).then(pl.col("mean_gen_seconds") / pl.col("gain_pp")).alias("seconds_per_pp"))
     table = table.with_columns(pl.col("oracle_share_pct").fill_null(0.0)).sort(
         [pl.col("benchmark") == ALL, "benchmark", "mode", pl.col("family") == ORACLE, pl.col("gain_pp"), "family"],
-        descending=[False, False, False, False, True, False])
+        descending=[False, False, False, False, True, False], nulls_last=True)
     return _with_run(table, data.run_id)
 
 
-def _oracle_share(oracle: pl.DataFrame) -> pl.DataFrame:
-    """Share of items on which a family is an oracle family; for `oracle`, the share with any oracle family."""
+def _oracle_share(complete: pl.DataFrame, winners: pl.DataFrame) -> pl.DataFrame:
+    """Share of items on which a family is an oracle family; for `oracle`, the share with any oracle family (an item
+    has one exactly when its oracle score is above 0)."""
     keys = ["benchmark", "mode"]
-    n = oracle.group_by(keys).agg(pl.len().alias("n"))
-    per = oracle.explode("oracle_families").drop_nulls("oracle_families").group_by(
-        [*keys, pl.col("oracle_families").alias("family")]).agg(pl.len().alias("k"))
-    anyone = oracle.filter(pl.col("oracle_families").list.len() > 0).group_by(keys).agg(pl.len().alias("k")) \
+    n = complete.group_by(keys).agg(pl.col("weight").sum().alias("n"))
+    per = winners.group_by([*keys, "family"]).agg(pl.col("k").sum())
+    anyone = complete.filter(pl.col("oracle_score") > 0).group_by(keys).agg(pl.col("weight").sum().alias("k")) \
         .with_columns(pl.lit(ORACLE).alias("family"))
     both = pl.concat([per, anyone.select(per.columns)]).join(n, on=keys)
     return both.select(*keys, "family", (100 * pl.col("k") / pl.col("n")).alias("oracle_share_pct"))
@@ -455,7 +624,11 @@ def _oracle_share(oracle: pl.DataFrame) -> pl.DataFrame:
 def self_choices(data: RunData) -> pl.DataFrame:
     """One row per self-directed plan (item x seed), parse failures included: source (self | planner), chosen
     family ('(none)' when unparsed), plan status, decoding."""
-    plans = data.thoughts.filter(pl.col("prompt_source").is_in(SELF_SOURCES))
+    plans = data.plans
+    if plans.is_empty():
+        return pl.DataFrame(schema={"benchmark": pl.String, "item_id": pl.String, "seed": pl.Int64,
+                                    "thought_id": pl.String, "source": pl.String, "chosen_family": pl.String,
+                                    "plan_status": pl.String, "plan_decoding": pl.String})
     return plans.select(
         pl.col("thought_benchmark").alias("benchmark"), pl.col("thought_item_id").alias("item_id"),
         pl.col("thought_seed").alias("seed"), "thought_id", pl.col("prompt_source").alias("source"),
@@ -468,12 +641,9 @@ def parsed(choices: pl.DataFrame) -> pl.DataFrame:
                           & (pl.col("chosen_family") != UNPARSED_CHOICE))
 
 
-def choice_scores(data: RunData) -> pl.DataFrame:
-    """The run's item scores plus, from the reference run, the fixed families it lacks."""
-    scores = item_scores(data.predictions)
-    if data.reference is None:
-        return scores
-    return pl.concat([scores, fixed_scores(item_scores(data.reference.predictions))])
+def fixed_source(data: RunData) -> RunData:
+    """The run whose fixed families and oracle a self-directed run is compared with: the reference run, or itself."""
+    return data.reference or data
 
 
 def choice_distribution(data: RunData) -> pl.DataFrame:
@@ -552,9 +722,9 @@ def self_direction(data: RunData) -> pl.DataFrame:
     agreement with the oracle family, and the gain over baseline with CI; `reference_run` names the run that
     supplied the fixed families when it is not this one."""
     choices = self_choices(data)
-    scores = choice_scores(data)
-    oracle = oracle_items(scores)
-    modes = scores.filter(pl.col("condition").is_in(SELF_SOURCES))["mode"].unique().sort().to_list()
+    oracle = oracle_items(fixed_source(data))
+    pairs, missing = pooled(treated(self_rows(data.pairs)), self_rows(data.missing))
+    modes = sorted(set(pairs["mode"]) | set(missing["mode"]))
     rows = []
     for bench, in_bench in benchmark_parts(choices):
         for (source,), part in in_bench.group_by(["source"], maintain_order=True):
@@ -565,9 +735,7 @@ def self_direction(data: RunData) -> pl.DataFrame:
                 rows.append({**common, "mode": mode, "oracle_agreement_pct": a.get("oracle_agreement_pct"),
                              "n_items_with_oracle": a.get("n_items_with_oracle", 0)})
     table = pl.DataFrame(rows, schema=SELF_SCHEMA)
-    pairs = scores.filter(pl.col("condition").is_in(SELF_SOURCES) & (pl.col("degrade_kind") == NO_DEGRADE))
-    pairs = pairs.rename({"score": "treated", "condition": "source"}).join(baseline_scores(scores), on=ITEM)
-    gains = paired_table(with_all(pairs), ["benchmark", "source", "mode"]).rename(
+    gains = paired_report(pairs, missing, ["benchmark", "source", "mode"]).rename(
         {"control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
     table = table.join(gains, on=["benchmark", "source", "mode"], how="left", nulls_equal=True)
     table = table.with_columns(pl.lit(data.reference.run_id if data.reference else None, pl.String)
@@ -576,20 +744,24 @@ def self_direction(data: RunData) -> pl.DataFrame:
 
 
 def self_vs_families(data: RunData) -> pl.DataFrame:
-    """Gain of each self-directed source over baseline, over each fixed family and over the oracle, with CI
-    (fixed families from the reference run when this run has none)."""
-    scores = choice_scores(data)
-    own = scores.filter(pl.col("condition").is_in(SELF_SOURCES) & (pl.col("degrade_kind") == NO_DEGRADE)).select(
-        *ITEM, "mode", pl.col("condition").alias("source"), pl.col("score").alias("treated"))
+    """Gain of each self-directed source over baseline, over each fixed family and over the oracle, with CI, on the
+    items both sides have paired (fixed families from the reference run when this run has none); coverage columns
+    on the rows against baseline."""
+    src = fixed_source(data)
+    own = treated(self_rows(data.pairs))
     cols = [*ITEM, "mode", "source", "versus", "treated", "control"]
-    vs_fixed = own.join(fixed_scores(scores).select(*ITEM, "mode", pl.col("condition").alias("versus"),
-                                                    pl.col("score").alias("control")), on=[*ITEM, "mode"])
-    vs_base = own.join(baseline_scores(scores), on=ITEM).with_columns(pl.lit(BASELINE).alias("versus"))
-    vs_oracle = own.join(oracle_items(scores).select(*ITEM, "mode", pl.col("oracle_score").alias("control")),
-                         on=[*ITEM, "mode"]).with_columns(pl.lit(ORACLE).alias("versus"))
+    vs_base = own.with_columns(pl.lit(BASELINE).alias("versus"))
+    vs_fixed = own.drop("control").join(fixed_rows(src.pairs).select(
+        *ITEM, "mode", pl.col("condition").alias("versus"), pl.col("score").alias("control")), on=[*ITEM, "mode"])
+    vs_oracle = own.drop("control").join(oracle_items(src).select(
+        *ITEM, "mode", pl.col("oracle_score").alias("control")), on=[*ITEM, "mode"]).with_columns(
+        pl.lit(ORACLE).alias("versus"))
     pairs = with_all(pl.concat([p.select(cols) for p in (vs_base, vs_fixed, vs_oracle)]))
-    table = paired_table(pairs, ["benchmark", "source", "mode", "versus"]).rename(
-        {"control_pct": "versus_pct", "treated_pct": "self_pct"})
+    keys = ["benchmark", "source", "mode", "versus"]
+    table = paired_table(pairs, keys).rename({"control_pct": "versus_pct", "treated_pct": "self_pct"})
+    base_pairs, base_missing = pooled(own, self_rows(data.missing))
+    cov = coverage(base_pairs, base_missing, keys[:3]).with_columns(pl.lit(BASELINE).alias("versus"))
+    table = table.join(cov, on=keys, how="left")
     table = table.sort([pl.col("benchmark") == ALL, "benchmark", "source", "mode", pl.col("versus") != BASELINE,
                         pl.col("versus") == ORACLE, "versus"])
     table = table.with_columns(pl.lit(data.reference.run_id if data.reference else None, pl.String)

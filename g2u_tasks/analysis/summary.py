@@ -44,6 +44,20 @@ def caveats(row: dict) -> str:
     return out
 
 
+def coverage_text(row: dict) -> str:
+    """How many items the numbers rest on, and which were left out and why."""
+    n_missing = row.get("n_missing") or 0
+    if row.get("n_paired") is None:
+        return ""
+    text = f" Paired over {row['n_paired']} items"
+    if n_missing:
+        why = [f"{row[f'missing_{r}']} {r.replace('_', ' ')}" for r in A.REASONS if row.get(f"missing_{r}")]
+        text += f"; {n_missing} missing ({', '.join(why) or 'no recorded reason'})"
+    if row.get("n_partial"):
+        text += f"; {row['n_partial']} paired on only some seeds"
+    return text + "."
+
+
 def where(bench: str) -> str:
     return "across all benchmarks" if bench == A.ALL else f"on {bench}"
 
@@ -53,7 +67,7 @@ def gain_sentence(row: dict, what: str, lead: str | None = None) -> str:
                      else f"On {row['benchmark']}")
     text = (f"{place}, {what} changes accuracy by {pp(row['gain_pp'])} {ci(row['ci_low_pp'], row['ci_high_pp'])} "
             f"(from {row['baseline_pct']:.1f}% to {row['accuracy_pct']:.1f}%), McNemar {p_text(row['p_mcnemar'])}, "
-            f"fixing {row['fixed']} and breaking {row['broken']} items.")
+            f"fixing {row['fixed']} and breaking {row['broken']} items.") + coverage_text(row)
     if row.get("official_metric"):
         if row["official_value"] == "not computed":
             text += f" Its official {row['official_metric']} was not computed."
@@ -79,35 +93,55 @@ def run_findings(data: A.RunData) -> list[tuple[str, str]]:
     return out
 
 
+def unpaired_sentence(row: dict) -> str:
+    return (f"{upper_first(where(row['benchmark']))}, {row['condition']}/{row['mode']} has no item paired with the "
+            f"baseline, so its gain cannot be measured." + coverage_text({**row, "n_paired": 0}))
+
+
 def gain_findings(gains: pl.DataFrame) -> list[tuple[str, str]]:
     out = []
     clean = gains.filter(pl.col("degrade_kind") == A.NO_DEGRADE)
+    for row in clean.filter(pl.col("n_items") == 0).iter_rows(named=True):
+        out.append(("gain", unpaired_sentence(row)))
+    clean = clean.filter(pl.col("n_items") > 0)
     for bench in clean["benchmark"].unique(maintain_order=True):
         part = clean.filter(pl.col("benchmark") == bench)
-        edits = part.filter(pl.col("condition") != A.IDENTITY).sort(
+        edits = part.filter(~pl.col("condition").is_in(A.CONTROLS)).sort(
             ["gain_pp", "condition", "mode"], descending=[True, False, False], nulls_last=True)
         if edits.height:
             best = edits.row(0, named=True)
             what = f"{best['condition']}/{best['mode']}"
             out.append(("gain", gain_sentence(best, f"{what} (the largest gain)") if best["gain_pp"] > 0 else
                         gain_sentence(best, what, f"No edit condition raises accuracy {where(bench)}; at best")))
-        ident = part.filter(pl.col("condition") == A.IDENTITY)
-        if ident.height:
-            out.append(("identity control", identity_sentence(bench, ident)))
+        for control in A.CONTROLS:
+            rows = part.filter(pl.col("condition") == control)
+            if rows.height:
+                out.append((f"{control} control", control_sentence(bench, control, rows)))
     return out
 
 
-def identity_sentence(bench: str, ident: pl.DataFrame) -> str:
-    """The control separating 'more image tokens' from 'new information', all modes in one sentence."""
+CONTROL_VERDICTS = {  # (what moves accuracy when an interval excludes zero, what holds when none does)
+    A.IDENTITY: ("feeding the original back changes accuracy by itself", "more image tokens, not new information",
+                 "more image tokens alone do not change accuracy here"),
+    A.RECONSTRUCTION: ("asking the generator to reproduce the image changes accuracy by itself",
+                       "the generator's artifacts, not the edit",
+                       "the generator's artifacts alone do not change accuracy here"),
+}
+
+
+def control_sentence(bench: str, control: str, rows: pl.DataFrame) -> str:
+    """A control (identity: more image tokens; reconstruction: generator artifacts), all modes in one sentence."""
+    moves, cause, holds = CONTROL_VERDICTS[control]
     parts = [f"{r['mode']} {pp(r['gain_pp'])} {ci(r['ci_low_pp'], r['ci_high_pp'])} ({p_text(r['p_mcnemar'])})"
-             for r in ident.iter_rows(named=True)]
-    moved = [r["mode"] for r in ident.iter_rows(named=True)
+             for r in rows.iter_rows(named=True)]
+    moved = [r["mode"] for r in rows.iter_rows(named=True)
              if r["ci_low_pp"] is not None and (r["ci_low_pp"] > 0 or r["ci_high_pp"] < 0)]
-    verdict = (f"feeding the original back changes accuracy by itself in {', '.join(moved)} mode, so part of any "
-               "gain there is more image tokens, not new information" if moved else
-               "no interval excludes zero: more image tokens alone do not change accuracy here")
-    return f"The identity control {where(bench)}: {'; '.join(parts)}; {verdict}." + (
-        f" Only {ident['n_items'].min()} items: a pilot number." if ident["n_items"].min() < A.SMALL_N else "")
+    verdict = (f"{moves} in {', '.join(moved)} mode, so part of any gain there is {cause}" if moved else
+               f"no interval excludes zero: {holds}")
+    n = rows["n_items"].min()
+    return f"The {control} control {where(bench)}: {'; '.join(parts)}; {verdict}." + (
+        f" Only {n} items: a pilot number." if n < A.SMALL_N else "") + coverage_text(
+        rows.sort("n_missing", descending=True).row(0, named=True))
 
 
 def strength(rho: float) -> str:
@@ -136,7 +170,7 @@ def fidelity_findings(fid: pl.DataFrame) -> list[tuple[str, str]]:
 
 def family_findings(fam: pl.DataFrame) -> list[tuple[str, str]]:
     out = []
-    edits = fam.filter(~pl.col("family").is_in([A.IDENTITY, A.ORACLE]))
+    edits = fam.filter(~pl.col("family").is_in([*A.CONTROLS, A.ORACLE]) & pl.col("gain_pp").is_not_null())
     for bench in fam["benchmark"].unique(maintain_order=True):
         part = edits.filter(pl.col("benchmark") == bench).sort(
             ["gain_pp", "family", "mode"], descending=[True, False, False], nulls_last=True)
@@ -148,18 +182,20 @@ def family_findings(fam: pl.DataFrame) -> list[tuple[str, str]]:
                                        f"{best['family']}/{best['mode']} at {pp(best['gain_pp'])} "
                                        f"{ci(best['ci_low_pp'], best['ci_high_pp'])}." + caveats(best)))
             continue
-        cost = (f"; it costs {best['mean_gen_seconds']:.2f} s of generation per thought, "
+        cost = (f"; it costs {best['mean_gen_seconds']:.2f} s of generation per thought (its share of its generator "
+                f"call), "
                 f"{best['seconds_per_pp']:.2f} s per point of gain" if best.get("seconds_per_pp") is not None else "")
         out.append(("best family", f"Best edit family {where(bench)}: {best['family']}/{best['mode']} at "
                                    f"{pp(best['gain_pp'])} {ci(best['ci_low_pp'], best['ci_high_pp'])}{cost}."
-                                   + caveats(best)))
-        oracle = fam.filter((pl.col("benchmark") == bench) & (pl.col("family") == A.ORACLE)).sort(
+                                   + caveats(best) + coverage_text(best)))
+        oracle = fam.filter((pl.col("benchmark") == bench) & (pl.col("family") == A.ORACLE)
+                            & pl.col("accuracy_pct").is_not_null()).sort(
             ["accuracy_pct", "mode"], descending=[True, False])
         if oracle.height:
             o = oracle.row(0, named=True)
             out.append(("oracle", f"Choosing the best family per item (oracle, {o['mode']}) would reach "
                                   f"{o['accuracy_pct']:.1f}% {where(bench)} vs {o['baseline_pct']:.1f}% at baseline "
-                                  f"({pp(o['gain_pp'])}): an upper bound on choosing well."))
+                                  f"({pp(o['gain_pp'])}): an upper bound on choosing well." + coverage_text(o)))
     return out
 
 
@@ -224,7 +260,7 @@ def degrade_findings(curve: pl.DataFrame) -> list[tuple[str, str]]:
 def findings(data: A.RunData) -> pl.DataFrame:
     """Every finding as (topic, sentence)."""
     rows = run_findings(data)
-    if data.run or not data.predictions.is_empty():
+    if data.run or data.conditions:
         gains = A.gain_table(data)
         rows += gain_findings(A.tidy(gains))
         rows += family_findings(A.family_oracle(data))
@@ -243,7 +279,9 @@ def page(data: A.RunData, frame: pl.DataFrame, figures: list[Path]) -> str:
             lines.append("")
     if figures:
         lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
-    lines += ["", "Gains are paired over items (seeds averaged per item); intervals are 95% percentile intervals of "
+    lines += ["", "Gains are paired: over the items with both a scored baseline and a scored answer on the same seed "
+              "(paired seeds averaged per item; missing items are counted with their reason); intervals are 95% "
+              "percentile intervals of "
               f"a paired bootstrap ({A.N_RESAMPLES} resamples, fixed seed); McNemar is exact below {A.EXACT_BELOW} "
               "discordant items. See docs/REPORTS.md.", ""]
     return "\n".join(lines)

@@ -16,12 +16,17 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from g2u_tasks.images import encode_png
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 RETRY_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+# The params OpenAIClient reads; each openai backend accepts these plus its own.
+CLIENT_PARAMS = frozenset({"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_s",
+                           "backoff_max_s"})
 _TRANSPORT_RETRY = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -32,6 +37,11 @@ class OpenAIRequestError(RuntimeError):
         self.index, self.status, self.attempts = index, status, attempts
         status_txt = f"HTTP {status}" if status is not None else "no HTTP status"
         super().__init__(f"request {index} ({what}) failed after {attempts} attempt(s): {status_txt}: {detail}")
+
+
+def data_url(img) -> str:
+    """A PIL image as a base64 PNG data URL (how images go into chat messages)."""
+    return "data:image/png;base64," + base64.b64encode(encode_png(img)).decode("ascii")
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -3,25 +3,17 @@
 `EmbeddingSimilarity` loads a contrastive image-text model (CLIPModel, SiglipModel, ... anything whose
 AutoModel has `get_image_features`) and its image processor from a local path or hub id. The image
 processor is always the PIL backend, so results do not depend on whether torchvision is installed.
-One resident instance per process per (model, revision, device): `EmbeddingSimilarity.get(...)`.
+
+Similarity backend "transformers": load it with `registry.get_similarity(spec)` (one resident instance
+per process per spec; only `model`, `revision` and `params.device` / `params.batch_size` are used).
 """
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 from PIL import Image
 
-_LOCK = threading.Lock()
-_RESIDENT: dict[tuple[str, str | None, str], "EmbeddingSimilarity"] = {}
-
-
-def _default_device(device: str | None) -> str:
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from g2u_tasks.backends import registry
+from g2u_tasks.backends.common import default_device
+from g2u_tasks.config import ModelSpec
 
 
 class EmbeddingSimilarity:
@@ -31,7 +23,8 @@ class EmbeddingSimilarity:
                  batch_size: int = 32) -> None:
         from transformers import AutoImageProcessor, AutoModel
 
-        self.model_id, self.revision, self.device = model, revision, _default_device(device)
+        self.model_id, self.revision, self.device = model, revision, default_device(device)
+        self.name = f"similarity:{model}"
         self.batch_size = max(int(batch_size), 1)
         self.processor = AutoImageProcessor.from_pretrained(model, revision=revision, backend="pil")
         self.model = AutoModel.from_pretrained(model, revision=revision).to(self.device).eval()
@@ -39,21 +32,11 @@ class EmbeddingSimilarity:
             raise ValueError(f"similarity model {model!r} ({type(self.model).__name__}) has no get_image_features")
 
     @classmethod
-    def get(cls, model: str, revision: str | None = None, device: str | None = None) -> "EmbeddingSimilarity":
-        """The process's resident instance for (model, revision, device), loaded on first use."""
-        key = (model, revision, _default_device(device))
-        with _LOCK:
-            inst = _RESIDENT.get(key)
-            if inst is None:
-                inst = _RESIDENT[key] = cls(model, revision, key[2])
-            return inst
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> "EmbeddingSimilarity":
-        """From a ModelSpec: only `model`, `revision` and `params.device` are used."""
+    def from_spec(cls, spec: ModelSpec) -> "EmbeddingSimilarity":
         if not spec.model:
             raise ValueError("similarity_model needs a `model` (local path or hub id)")
-        return cls.get(spec.model, spec.revision, (spec.params or {}).get("device"))
+        params = spec.params or {}
+        return cls(spec.model, spec.revision, params.get("device"), params.get("batch_size", 32))
 
     def embed(self, images: list[Image.Image]):
         """L2-normalised image embeddings, shape (n, d), float32 on CPU."""
@@ -81,3 +64,6 @@ class EmbeddingSimilarity:
         n = len(sources)
         sims = (emb[:n] * emb[n:]).sum(dim=-1).clamp(-1.0, 1.0)
         return [float(s) for s in sims]
+
+
+registry.register("similarity", "transformers", {"device", "batch_size"})(EmbeddingSimilarity.from_spec)

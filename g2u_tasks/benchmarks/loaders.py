@@ -1,38 +1,76 @@
 """Benchmark loaders: VLMEvalKit TSV, Parquet and JSONL files into `Item`s (benchmarks.md §3, §6).
 
 One bad row never stops a load: image problems go to `Item.image_error`, other row problems to
-`Item.extra["load_error"]`. Only a missing file, an unknown format or a file without a
-`question` column raises.
+`Item.extra["load_error"]` (starting "row N:", N counting data rows from 1), and the `items` suite
+quarantines both. A row too broken to parse (an unbalanced quote in a TSV, a JSONL line that is no
+JSON object) still becomes an Item, with item_id "row-N", so that it reaches the quarantine too.
+Only a missing file, an unknown format, an unreadable header or a file without a `question` column
+raises.
+
+Image references (path or URL values in Parquet/JSONL) are read under `ImagesConfig`: paths only
+inside the benchmark file's folder or the configured roots, http(s) only when allowed (size and
+time capped), no other scheme unless it is the benchmark file's own filesystem, and a pixel budget
+checked on the image header before any pixel is decoded.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import dataclasses
 import io
 import json
-import logging
 import math
+import os
 import posixpath
 import re
-from typing import Any, Callable
+import sys
+import time
+from typing import Any, Callable, Mapping
 
 import fsspec
 import polars as pl
 from PIL import Image, UnidentifiedImageError
 
+from g2u_tasks import images as imaging
+from g2u_tasks.config import ImagesConfig
 from g2u_tasks.records import QUESTION_TYPES, Item, images_sha256, sha256_hex
-
-log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("index", "item_id", "id", "question_id")  # first present wins
 IMAGE_COLUMNS = ("image", "images")
 POINTER_MAX_CHARS = 64  # VLMEvalKit: an image cell this short is another row's index
 _LETTER = re.compile(r"^[A-Z]$")
 _MISSING_TEXT = {"", "nan", "NaN"}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")  # two letters at least: "C:\..." is a drive
+_SHOWN = 120  # characters of a hostile value quoted in a reason
 
 
 class _ImageProblem(Exception):
     """One image of a row could not be read; the message names the problem."""
+
+
+@dataclasses.dataclass
+class _Broken:
+    """A row that could not be parsed at all: its number and why."""
+
+    number: int
+    reason: str
+    excerpt: str = ""
+
+
+@dataclasses.dataclass
+class _Rows:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    numbers: list[int]  # row number (1-based, header excluded) of each parsed row
+    broken: list[_Broken]
+
+
+def image_policy(images: ImagesConfig | Mapping[str, Any] | None) -> ImagesConfig:
+    """The policy as given, validated; the safe defaults when none is given."""
+    if images is None:
+        return ImagesConfig()
+    return images if isinstance(images, ImagesConfig) else ImagesConfig.model_validate(dict(images))
 
 
 # ---------------------------------------------------------------- entry point
@@ -46,13 +84,18 @@ def load_benchmark(
     limit: int | None = None,
     storage_options: dict | None = None,
     prepare_rows: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    images: ImagesConfig | Mapping[str, Any] | None = None,
 ) -> list[Item]:
     """Items of benchmark `name` read from `source` (fsspec URI or local path; .tsv, .parquet, .jsonl).
 
     `prepare_rows`, if given, rewrites the raw rows (all of them, before `limit` for TSV) before items
-    are made: renames, value conversions, derived columns (g2u_tasks/adapters.py)."""
+    are made: renames, value conversions, derived columns (g2u_tasks/adapters.py); it keeps their
+    order. `images`: the image policy (RunConfig.images); None is the safe default."""
     if question_type is not None and question_type not in QUESTION_TYPES:
         raise ValueError(f"benchmark {name!r}: question_type must be one of {QUESTION_TYPES}, got {question_type!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"benchmark {name!r}: limit must be 0 or more, got {limit}")
+    policy = image_policy(images)
     options = dict(storage_options or {})
     fs, path = fsspec.core.url_to_fs(source, **options)
     if not fs.exists(path):
@@ -64,87 +107,190 @@ def load_benchmark(
     try:
         with fs.open(path, "rb") as f:
             if suffix == "tsv":
-                columns, rows = _read_tsv(f)
+                table = _read_tsv(f)
             elif suffix == "parquet":
-                columns, rows = _read_parquet(f, limit)
+                table = _read_parquet(f, limit)
             else:
-                columns, rows = _read_jsonl(f, limit, source)
+                table = _read_jsonl(f, limit)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"benchmark {name!r}: source file not found: {source}") from exc
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"benchmark {name!r}: cannot read {source}: {exc}") from exc
+    columns, rows, numbers = table.columns, table.rows, table.numbers
     if prepare_rows is not None:
         rows = prepare_rows(rows)
+        if len(rows) != len(numbers):  # a hook that drops or adds rows: number what is left
+            numbers = list(range(1, len(rows) + 1))
         if rows:  # columns follow the rewritten rows: originals still present, then new ones
             present = dict.fromkeys(k for row in rows for k in row)
             columns = [c for c in columns if c in present] + [k for k in present if k not in columns]
     if "question" not in columns:
         raise ValueError(f"benchmark {name!r}: {source} has no 'question' column; columns: {columns}")
 
-    if suffix == "tsv":
-        images_of = _tsv_image_reader(rows)
-    else:
-        images_of = _value_image_reader(fs, posixpath.dirname(path), options)
-    rows = rows if limit is None else rows[: max(limit, 0)]
-    letter_columns = sorted(c for c in columns if _LETTER.match(c))
-    id_column = next((c for c in ID_COLUMNS if c in columns), None)
-
-    items: list[Item] = []
-    seen: set[str] = set()
-    for position, row in enumerate(rows):
-        item_id = _text(row.get(id_column)) if id_column else None
-        item_id = item_id.strip() if item_id else str(position)
-        images, problems = images_of(row)
-        item = _make_item(name, item_id, row, columns, letter_columns, id_column, images, problems, question_type)
-        if item_id in seen:
-            _add_load_error(item, "duplicate item_id")
-        seen.add(item_id)
-        items.append(item)
-    return items
-
-
-# ---------------------------------------------------------------- readers: (columns, rows)
-
-
-def _read_tsv(f: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """All cells as strings (None when empty); pandas `to_csv(sep='\\t')` quoting understood."""
-    df = pl.read_csv(
-        f.read(),
-        separator="\t",
-        quote_char='"',
-        infer_schema=False,
-        truncate_ragged_lines=True,
-        encoding="utf8-lossy",
-    )
-    return df.columns, df.to_dicts()
+    images_source = None if suffix == "tsv" else ImageSource(fs, posixpath.dirname(path), options, policy)
+    # TSV image pointers may lead to any row, also one past the limit
+    images_of = _tsv_image_reader(rows, policy) if images_source is None else _value_image_reader(images_source)
+    broken = table.broken
+    if limit is not None:  # the first `limit` rows of the file, broken ones included
+        kept = set(sorted([*numbers, *(b.number for b in broken)])[:limit])
+        pairs = [(n, r) for n, r in zip(numbers, rows) if n in kept]
+        numbers, rows = [n for n, _ in pairs], [r for _, r in pairs]
+        broken = [b for b in broken if b.number in kept]
+    try:
+        letter_columns = sorted(c for c in columns if _LETTER.match(c))
+        id_column = next((c for c in ID_COLUMNS if c in columns), None)
+        made: list[tuple[int, Item]] = []
+        first_row: dict[str, int] = {}
+        for number, row in zip(numbers, rows):
+            errors = [e for e in [_text(row.get("load_error"))] if e]  # from the adapter's row hooks
+            item_id, id_error = _item_id(row, id_column, number)
+            if id_error:
+                errors.append(id_error)
+            found, problems, notes = images_of(row)
+            item = _make_item(name, item_id, row, columns, letter_columns, id_column, found, problems,
+                              question_type, errors, notes)
+            if item_id in first_row:
+                errors.append(f"duplicate item_id {item_id!r} (first at row {first_row[item_id]})")
+            first_row.setdefault(item_id, number)
+            if errors:
+                item.extra["load_error"] = f"row {number}: " + "; ".join(errors)
+            made.append((number, item))
+    finally:
+        if images_source is not None:
+            images_source.close()
+    made += [(b.number, _broken_item(name, b, question_type)) for b in broken]
+    made.sort(key=lambda pair: pair[0])
+    return [item for _, item in made]
 
 
-def _read_parquet(f: Any, limit: int | None) -> tuple[list[str], list[dict[str, Any]]]:
-    df = pl.read_parquet(f, n_rows=limit)
-    return df.columns, df.to_dicts()
+def _item_id(row: dict[str, Any], id_column: str | None, number: int) -> tuple[str, str | None]:
+    """The row's id, or "row-N" and the reason when its id cell is empty or blank (never the
+    position: it could collide with a real index). Files without an id column number rows from 0,
+    counting broken rows too, so that a row's id does not change when another row breaks."""
+    if id_column is None:
+        return str(number - 1), None
+    raw = row.get(id_column)
+    text = _text(raw)
+    if text is not None:
+        return text.strip(), None
+    if isinstance(raw, str) and raw and raw.strip() == "":
+        return f"row-{number}", f"blank {id_column} {raw!r}"
+    shown = "" if raw is None or (isinstance(raw, str) and not raw) else f" ({_short(raw)})"
+    return f"row-{number}", f"empty {id_column}{shown}"
 
 
-def _read_jsonl(f: Any, limit: int | None, source: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Line by line, so one malformed line (logged and skipped) or mixed cell types do not stop the load."""
-    columns: dict[str, None] = {}
+def _broken_item(name: str, broken: _Broken, question_type: str | None) -> Item:
+    extra = {"load_error": f"row {broken.number}: {broken.reason}"}
+    if broken.excerpt:
+        extra["raw_row"] = broken.excerpt
+    return Item(benchmark=name, item_id=f"row-{broken.number}", question="", options={}, answer=None,
+                category=None, question_type=question_type or "open", image_sha256="", images=(), extra=extra)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text[:_SHOWN] + ("..." if len(text) > _SHOWN else ""))
+
+
+# ---------------------------------------------------------------- readers
+
+
+_TSV = dict(delimiter="\t", quotechar='"', doublequote=True, strict=True)  # pandas to_csv(sep="\t")
+
+
+def _read_tsv(f: Any) -> _Rows:
+    """Cells as strings (None when empty), pandas `to_csv(sep='\\t')` quoting, record by record: a
+    row whose quoting is broken or whose cell count differs from the header's is one broken row,
+    and parsing resumes on the next line, so the rows after it still load."""
+    text = f.read().decode("utf-8", errors="replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    # base64 image cells are far longer than csv's default 128 KB cell limit
+    csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1, sys.maxsize)))
+    lines = io.StringIO(text, newline="").readlines()
+    del text
+    records = _tsv_records(lines)
+    header = next(records, None)
+    if header is None:
+        raise ValueError("empty TSV file")
+    _, header_cells, header_error = header
+    if header_error or not header_cells:
+        raise ValueError(f"the header line cannot be parsed ({header_error or 'empty'})")
+    width = len(header_cells)
     rows: list[dict[str, Any]] = []
-    for number, raw in enumerate(f, start=1):
-        if limit is not None and len(rows) >= limit:
+    numbers: list[int] = []
+    broken: list[_Broken] = []
+    for number, (line, cells, error) in enumerate(records, start=1):
+        where = f"line {line + 1}"
+        if error is None and len(cells) != width:
+            error = f"{len(cells)} cells, the header has {width}"
+        elif error is None and _swallowed_rows(cells, width):
+            error = "a quoted cell runs over several lines that look like rows (unbalanced quote)"
+        if error is not None:
+            broken.append(_Broken(number, f"malformed TSV row at {where}: {error}", lines[line][:_SHOWN]))
+            continue
+        rows.append({c: (v if v != "" else None) for c, v in zip(header_cells, cells)})
+        numbers.append(number)
+    return _Rows(header_cells, rows, numbers, broken)
+
+
+def _tsv_records(lines: list[str]):
+    """(first line index, cells, None) per record, or (line index, None, reason) for a line where
+    no well-formed record starts; parsing then resumes at the next line."""
+    i, n = 0, len(lines)
+    while i < n:
+        if not lines[i].strip("\r\n"):
+            i += 1
+            continue
+        reader = csv.reader((lines[j] for j in range(i, n)), **_TSV)
+        try:
+            cells = next(reader)
+        except csv.Error as exc:
+            detail = "the quoted cell never closes" if "end of data" in str(exc) else str(exc)
+            yield i, None, f"unbalanced quote ({detail})"
+            i += 1
+            continue
+        yield i, cells, None
+        i += max(reader.line_num, 1)
+
+
+def _swallowed_rows(cells: list[str], width: int) -> bool:
+    """A record over several lines whose inner lines hold a full row's worth of tabs is an
+    unbalanced quote that happened to close later, not a cell with line breaks."""
+    inner_lines = (part for cell in cells if "\n" in cell or "\r" in cell for part in cell.splitlines()[1:-1])
+    return any(part.count("\t") >= width - 1 for part in inner_lines)
+
+
+def _read_parquet(f: Any, limit: int | None) -> _Rows:
+    df = pl.read_parquet(f, n_rows=limit)
+    return _Rows(df.columns, df.to_dicts(), list(range(1, df.height + 1)), [])
+
+
+def _read_jsonl(f: Any, limit: int | None) -> _Rows:
+    """Line by line: a malformed line is one broken row; mixed cell types do not stop the load."""
+    columns: dict[str, None] = {}
+    table = _Rows([], [], [], [])
+    number = 0
+    for line_no, raw in enumerate(f, start=1):
+        if limit is not None and number >= limit:
             break
         line = raw.decode("utf-8", errors="replace").strip()
         if not line:
             continue
+        number += 1
         try:
             row = json.loads(line)
         except ValueError as exc:
-            log.warning("%s line %d skipped: invalid JSON (%s)", source, number, exc)
+            table.broken.append(_Broken(number, f"invalid JSON at line {line_no} ({exc})", line[:_SHOWN]))
             continue
         if not isinstance(row, dict):
-            log.warning("%s line %d skipped: not a JSON object", source, number)
+            table.broken.append(_Broken(number, f"line {line_no} is not a JSON object", line[:_SHOWN]))
             continue
         columns.update(dict.fromkeys(row))
-        rows.append(row)
-    return list(columns), rows
+        table.rows.append(row)
+        table.numbers.append(number)
+    table.columns = list(columns)
+    return table
 
 
 # ---------------------------------------------------------------- items
@@ -160,7 +306,10 @@ def _make_item(
     images: list[bytes],
     problems: list[str],
     question_type: str | None,
+    errors: list[str],
+    notes: list[str],
 ) -> Item:
+    """The Item of one row; what is wrong with the row is appended to `errors`."""
     options, options_column = _options(row, letter_columns)
     answer = _text(row.get("answer"))
     answer = answer.strip() if answer is not None else None
@@ -170,12 +319,17 @@ def _make_item(
     qtype = question_type or infer_question_type(options, answer)
     if qtype == "yes_no" and answer is not None and answer.lower() in ("yes", "no"):
         answer = answer.capitalize()
+    if qtype == "mcq" and options and answer is not None and answer not in options:
+        errors.append(f"answer {_short(answer)} is not among the options {', '.join(options)}")
 
-    used = {id_column, "question", "answer", "category", "hint", options_column, *letter_columns, *IMAGE_COLUMNS}
+    used = {id_column, "question", "answer", "category", "hint", "load_error", options_column, *letter_columns,
+            *IMAGE_COLUMNS}
     extra = {c: v for c in columns if c not in used and (v := _extra_text(row.get(c))) is not None}
+    if notes:
+        extra["image_note"] = "; ".join(notes)
     question = _text(row.get("question"))
     if question is None:
-        extra["load_error"] = "missing question"
+        errors.append("empty question")
     return Item(
         benchmark=name,
         item_id=item_id,
@@ -190,11 +344,6 @@ def _make_item(
         extra=extra,
         image_error="; ".join(problems) or None,
     )
-
-
-def _add_load_error(item: Item, message: str) -> None:
-    previous = item.extra.get("load_error")
-    item.extra["load_error"] = f"{previous}; {message}" if previous else message
 
 
 def infer_question_type(options: dict[str, str], answer: str | None) -> str:
@@ -230,56 +379,162 @@ def _options(row: dict[str, Any], letter_columns: list[str]) -> tuple[dict[str, 
 
 # ---------------------------------------------------------------- images
 
+_Images = tuple[list[bytes], list[str], list[str]]  # images read, problems, notes (e.g. downscaled)
 
-def _tsv_image_reader(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], tuple[list[bytes], list[str]]]:
+
+def _tsv_image_reader(rows: list[dict[str, Any]], policy: ImagesConfig) -> Callable[[dict[str, Any]], _Images]:
     """VLMEvalKit `image` cells: base64, a list string of base64, or (≤ 64 chars) another row's index."""
     by_index: dict[str, str] = {}
     for row in rows:
         index, cell = _text(row.get("index")), _text(row.get("image"))
         if index is not None and cell is not None:
             by_index.setdefault(index.strip(), cell)
-    decoded: dict[str, tuple[list[bytes], list[str]]] = {}
+    decoded: dict[str, _Images] = {}
 
-    def read(row: dict[str, Any]) -> tuple[list[bytes], list[str]]:
+    def read(row: dict[str, Any]) -> _Images:
         cell = _text(row.get("image"))
         if cell is None:
-            return [], ["image 0: no image in row"]
+            return [], ["image 0: no image in row"], []
         cell = cell.strip()
         if len(cell) <= POINTER_MAX_CHARS:
             target = by_index.get(cell)
             if target is None:
-                return [], [f"image 0: dangling image pointer {cell!r} (no row has that index)"]
+                return [], [f"image 0: dangling image pointer {cell!r} (no row has that index)"], []
             if len(target.strip()) <= POINTER_MAX_CHARS:
-                return [], [f"image 0: image pointer {cell!r} leads to another pointer"]
+                return [], [f"image 0: image pointer {cell!r} leads to another pointer"], []
             cell = target.strip()
         if cell not in decoded:
             parts = parse_list_cell(cell) if cell.startswith("[") else [cell]
             if parts is None:
-                decoded[cell] = [], ["image 0: cannot parse image list cell"]
+                decoded[cell] = [], ["image 0: cannot parse image list cell"], []
             else:
-                decoded[cell] = _read_all(parts, _base64_bytes)
+                decoded[cell] = _read_all(parts, _base64_bytes, policy)
         return decoded[cell]
 
     return read
 
 
-def _value_image_reader(
-    fs: Any, base_dir: str, storage_options: dict
-) -> Callable[[dict[str, Any]], tuple[list[bytes], list[str]]]:
-    """Parquet/JSONL: bytes, {bytes, path} structs, base64 strings or paths relative to the data file."""
+class ImageSource:
+    """Reads the image references of one benchmark file under an image policy.
 
-    def read_file(path: str) -> bytes:
+    Paths resolve against the benchmark file's folder and must stay inside it or a configured root
+    (symlinks followed before the check); `scheme://` references only on the filesystem of one of
+    those folders and inside it; http(s) only when the policy allows it."""
+
+    def __init__(self, fs: Any, base_dir: str, storage_options: dict, policy: ImagesConfig,
+                 extra_roots: list[str] = ()):
+        self.fs, self.base_dir, self.policy = fs, base_dir, policy
+        self._roots = [(fs, base_dir)]
+        for root in [*policy.roots, *extra_roots]:
+            try:
+                self._roots.append(fsspec.core.url_to_fs(root if _SCHEME.match(root) else os.path.abspath(root),
+                                                         **storage_options))
+            except (ValueError, ImportError, OSError) as exc:
+                raise ValueError(f"images.roots: cannot use {root!r} ({exc})") from None
+        self._roots = [(rfs, _real(rfs, rp)) for rfs, rp in self._roots]
+        self._client = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def read(self, reference: str) -> bytes:
+        ref = reference.strip()
+        if "\x00" in ref:
+            raise _ImageProblem(f"image reference {_short(ref)} refused: it contains a NUL character")
+        scheme = _SCHEME.match(ref)
+        if scheme and scheme.group(1).lower() in ("http", "https"):
+            return self._fetch(ref)
+        if scheme:
+            return self._read_url(ref, scheme.group(1).lower())
+        path = ref if posixpath.isabs(ref) else posixpath.join(self.base_dir, ref)
+        return self._read_inside(self.fs, path, ref)
+
+    def _read_url(self, ref: str, scheme: str) -> bytes:
+        for root_fs, _ in self._roots:
+            if scheme in _protocols(root_fs) and "://" in ref:
+                return self._read_inside(root_fs, root_fs._strip_protocol(ref), ref)
+        raise _ImageProblem(
+            f"image reference {_short(ref)} refused: scheme {scheme!r} is not the benchmark file's "
+            "filesystem nor that of a configured image root (images.roots); remote images are http(s) only"
+        )
+
+    def _read_inside(self, fs: Any, path: str, ref: str) -> bytes:
+        local = _is_local(fs)
+        real = _real(fs, path)
+        lexical = os.path.normpath(path) if local else posixpath.normpath(path)
+        if not any(_inside(real, root) for rfs, root in self._roots if _is_local(rfs) == local
+                   and (local or _protocols(rfs) & _protocols(fs))):
+            why = ("a symlink leads outside" if any(_inside(lexical, root) for _, root in self._roots)
+                   else "it resolves outside")
+            raise _ImageProblem(f"image reference {_short(ref)} refused: {why} the benchmark folder and "
+                                "the configured image roots (images.roots)")
         try:
-            if "://" in path:
-                with fsspec.open(path, "rb", **storage_options) as f:
+            if local:  # open exactly the path that was checked
+                with open(real, "rb") as f:
                     return f.read()
-            full = path if posixpath.isabs(path) else posixpath.join(base_dir, path)
-            with fs.open(full, "rb") as f:
+            with fs.open(real, "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise _ImageProblem(f"image file not found: {path}") from None
+            raise _ImageProblem(f"image file not found: {ref}") from None
         except OSError as exc:
-            raise _ImageProblem(f"cannot read image file {path}: {exc}") from None
+            raise _ImageProblem(f"cannot read image file {ref}: {exc}") from None
+
+    def _fetch(self, url: str) -> bytes:
+        policy = self.policy
+        if not policy.allow_remote:
+            raise _ImageProblem(f"remote image {_short(url)} refused: images.allow_remote is off")
+        import httpx
+
+        if self._client is None:  # trust_env off: no proxy or .netrc credentials sent to benchmark URLs
+            self._client = httpx.Client(timeout=policy.remote_timeout_s, follow_redirects=True, max_redirects=3,
+                                        trust_env=False, headers={"Accept-Encoding": "identity"})
+        deadline = time.monotonic() + policy.remote_timeout_s
+        cap = policy.remote_max_bytes
+        try:
+            with self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise _ImageProblem(f"remote image {_short(url)}: HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise _ImageProblem(f"remote image {_short(url)} refused: {declared} bytes is over "
+                                        f"images.remote_max_bytes ({cap})")
+                data = bytearray()
+                for chunk in response.iter_raw():
+                    data += chunk
+                    if len(data) > cap:
+                        raise _ImageProblem(f"remote image {_short(url)} refused: more than "
+                                            f"images.remote_max_bytes ({cap}) bytes")
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("deadline")
+                return bytes(data)
+        except httpx.TimeoutException:
+            raise _ImageProblem(f"remote image {_short(url)}: no complete answer within "
+                                f"images.remote_timeout_s ({policy.remote_timeout_s:g} s)") from None
+        except httpx.HTTPError as exc:
+            raise _ImageProblem(f"remote image {_short(url)}: {type(exc).__name__}: {exc}") from None
+
+
+def _protocols(fs: Any) -> set[str]:
+    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+
+
+def _is_local(fs: Any) -> bool:
+    return "file" in _protocols(fs)
+
+
+def _real(fs: Any, path: str) -> str:
+    return os.path.realpath(path) if _is_local(fs) else posixpath.normpath(path)
+
+
+def _inside(path: str, root: str) -> bool:
+    base = root.rstrip("/" + os.sep)  # "/" itself becomes "": everything absolute is inside
+    return path in (root, base) or path.startswith(base + "/") or path.startswith(base + os.sep)
+
+
+def _value_image_reader(source: ImageSource) -> Callable[[dict[str, Any]], _Images]:
+    """Parquet/JSONL: bytes, {bytes, path} structs, base64 strings or references (ImageSource)."""
 
     def to_bytes(value: Any) -> bytes:
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -289,44 +544,46 @@ def _value_image_reader(
             if data is not None:
                 return _base64_bytes(data) if isinstance(data, str) else to_bytes(data)
             if value.get("path"):
-                return read_file(str(value["path"]))
+                return source.read(str(value["path"]))
             raise _ImageProblem("image struct has neither bytes nor path")
         if isinstance(value, str):
             text = value.strip()
-            if text.startswith("data:") and ";base64," in text:
+            if text.startswith("data:") and ";base64," in text:  # inline bytes, not a reference
                 return _base64_bytes(text.split(",", 1)[1])
-            # base64 never holds '.' or '\', and an encoded image is longer than 64 characters
-            if len(text) <= POINTER_MAX_CHARS or "." in text or "\\" in text:
-                return read_file(text)
+            # base64 never holds '.', ':' or '\', and an encoded image is longer than 64 characters
+            if len(text) <= POINTER_MAX_CHARS or any(ch in text for ch in ".:\\"):
+                return source.read(text)
             return _base64_bytes(text)
         raise _ImageProblem(f"unsupported image value of type {type(value).__name__}")
 
-    def read(row: dict[str, Any]) -> tuple[list[bytes], list[str]]:
+    def read(row: dict[str, Any]) -> _Images:
         value = next((row[c] for c in IMAGE_COLUMNS if row.get(c) is not None), None)
         if value is None:
-            return [], ["image 0: no image in row"]
+            return [], ["image 0: no image in row"], []
         values = list(value) if isinstance(value, (list, tuple)) else [value]
-        return _read_all(values, to_bytes)
+        return _read_all(values, to_bytes, source.policy)
 
     return read
 
 
-def _read_all(values: list[Any], to_bytes: Callable[[Any], bytes]) -> tuple[list[bytes], list[str]]:
-    """The images that could be read, and one message per image that could not."""
+def _read_all(values: list[Any], to_bytes: Callable[[Any], bytes], policy: ImagesConfig) -> _Images:
+    """The images that could be read, one message per image that could not, and notes."""
     images: list[bytes] = []
     problems: list[str] = []
+    notes: list[str] = []
     for i, value in enumerate(values):
         try:
             if value is None:
                 raise _ImageProblem("missing")
-            data = to_bytes(value)
-            _verify_image(data)
+            data, note = _checked_image(to_bytes(value), policy)
             images.append(data)
+            if note:
+                notes.append(f"image {i}: {note}")
         except _ImageProblem as exc:
             problems.append(f"image {i}: {exc}")
     if not values:
         problems.append("image 0: empty image list")
-    return images, problems
+    return images, problems, notes
 
 
 def _base64_bytes(text: str) -> bytes:
@@ -336,10 +593,23 @@ def _base64_bytes(text: str) -> bytes:
         raise _ImageProblem(f"invalid base64 ({exc})") from None
 
 
-def _verify_image(data: bytes) -> None:
+def _checked_image(data: bytes, policy: ImagesConfig) -> tuple[bytes, str | None]:
+    """The image bytes (downscaled when over budget and so configured) and a note; the pixel
+    budget is decided on the header, before any pixel is decoded."""
     try:
+        imaging.check_pixels(data, policy.max_pixels)
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
+        return data, None
+    except imaging.ImageTooLarge as exc:
+        if policy.oversize != "downscale":
+            raise _ImageProblem(f"{exc}; refused (images.oversize: refuse)") from None
+        try:
+            return imaging.downscale(data, policy.max_pixels)
+        except imaging.ImageTooLarge as again:
+            raise _ImageProblem(str(again)) from None
+        except Exception as err:  # PIL raises many types for corrupt data
+            raise _ImageProblem(f"cannot decode image ({type(err).__name__}: {err})") from None
     except UnidentifiedImageError:
         raise _ImageProblem("cannot identify image file") from None
     except Exception as exc:  # PIL raises many types for corrupt data

@@ -1,9 +1,10 @@
-"""The twelve benchmarks of the paper (plus a generic `custom` entry) as one declarative table.
+"""The twelve benchmarks of the paper (plus a generic `custom` entry): one declaration each.
 
-Each `BenchmarkSpec` says how a benchmark is read (`formats`, `hf_columns`), what its items are
-(`question_type`), how a free-form prediction becomes an answer (`extraction`), which scorer
-applies (`metric_suite`) and whether an LLM judge is needed (`judge`). Sources: shared/benchmarks.md (project notes)
-(VLMEvalKit at ca9a644 plus the authors' MyVQABench/VisThink classes).
+A `BenchmarkSpec` says how a benchmark is read (`formats`, `hf_columns`, its row and item hooks in
+g2u_tasks/benchmarks/hooks.py), what its items are (`question_type`) and which scoring suite scores
+it (`suite`, from g2u_tasks/scoring/suites.py: per-item scorer, aggregation, judge). Sources:
+VLMEvalKit at ca9a644 plus the authors' MyVQABench/VisThink classes; the unig2u_* sub-tasks follow
+lmms-eval's UniG2U tasks (their generation prompts are edit families in benchmarks/unig2u_families/).
 
 Vocabularies
 - formats: "vlmevalkit-tsv" (VLMEvalKit TSV, base64 `image`, pointers, list cells), "hf-parquet"
@@ -11,14 +12,9 @@ Vocabularies
   given as `final_image_path_ori` paths or found as `<images root>/<ori_Bench>/<index>.jpg|png`).
 - question_type: one of records.QUESTION_TYPES, or None = decided per item (`question_types` lists
   the ones that occur).
-- extraction: "vlmevalkit" (YOrN_Extraction for yes/no, can_infer for MCQ; judge only as fallback),
-  "authors" (the authors' own can_infer, benchmarks.md §5.3), "judge" (an LLM judge grades or
-  extracts every row), "qspatial" (last \\scalar{…} and \\distance_unit{…}), "ocr" (substring match).
-- metric_suite: the scorer's name (implemented in the metrics module, one function each).
-- judge: "required" | "optional" (only for rows the rules can't parse) | "none".
 - hf_columns: HF export column -> our column ("a.b" reads field b of struct a). Targets "index",
   "question", "answer", "category", "hint", "image", "images", "options" feed the Item itself; any
-  other target lands in `Item.extra` under that name. Value conversions are in g2u_tasks/adapters.py.
+  other target lands in `Item.extra` under that name.
 
 Loading: `g2u_tasks.benchmarks.adapters.load_benchmark_spec(name, source)`.
 """
@@ -28,46 +24,40 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from g2u_tasks.benchmarks import hooks as H
 from g2u_tasks.records import QUESTION_TYPES
+from g2u_tasks.scoring.suites import SUITES, ScoringSuite
 
 FORMATS = ("vlmevalkit-tsv", "hf-parquet", "custom-tsv")
-EXTRACTIONS = ("vlmevalkit", "authors", "judge", "qspatial", "ocr")
-METRIC_SUITES = (
-    "mme", "hallusionbench", "mmvet", "mcq", "mmbench_circular", "mathvista",
-    "kiva", "spatial457", "qspatial", "pope", "mmmu",
-)
-JUDGE_LEVELS = ("required", "optional", "none")
-
-GPT35 = "gpt-3.5-turbo-0125"  # VLMEvalKit "chatgpt-0125", the run.py default for Y/N and MCQ
+_TSV_HF = ("vlmevalkit-tsv", "hf-parquet")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchmarkSpec:
     name: str
-    aliases: tuple[str, ...]
     formats: tuple[str, ...]
-    question_type: str | None
-    question_types: tuple[str, ...]
-    extraction: str
-    metric_suite: str
-    judge: str
-    judge_model: str | None
-    hf_id: str | None
+    suite: ScoringSuite
+    aliases: tuple[str, ...] = ()
+    question_type: str | None = None
+    question_types: tuple[str, ...] = ()  # default: (question_type,)
+    hf_id: str | None = None
     hf_columns: Mapping[str, str] = field(default_factory=dict)
+    row_step: H.RowStep | None = None
+    item_step: H.ItemStep | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hf_columns", MappingProxyType(dict(self.hf_columns)))
+        if self.question_type is not None and not self.question_types:
+            object.__setattr__(self, "question_types", (self.question_type,))
         problems = [f"unknown format {f!r}" for f in self.formats if f not in FORMATS]
         problems += [f"unknown question type {t!r}" for t in self.question_types if t not in QUESTION_TYPES]
+        if not self.question_types:
+            problems.append("question_types must list the question types that occur")
         if self.question_type is not None and self.question_types != (self.question_type,):
             problems.append("question_types must be (question_type,) when question_type is set")
-        for value, allowed in ((self.extraction, EXTRACTIONS), (self.metric_suite, METRIC_SUITES),
-                               (self.judge, JUDGE_LEVELS)):
-            if value not in allowed:
-                problems.append(f"{value!r} not in {allowed}")
-        if (self.judge == "none") != (self.judge_model is None):
-            problems.append("judge_model must be set exactly when a judge is used")
+        if not isinstance(self.suite, ScoringSuite):
+            problems.append(f"suite must be a ScoringSuite, not {self.suite!r}")
         if problems:
             raise ValueError(f"benchmark spec {self.name!r}: " + "; ".join(problems))
 
@@ -75,107 +65,187 @@ class BenchmarkSpec:
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
+    # the suite's choices, under the names the CLI and reports show
+    @property
+    def metric_suite(self) -> str:
+        return self.suite.name
 
-_TSV_HF = ("vlmevalkit-tsv", "hf-parquet")
+    @property
+    def extraction(self) -> str:
+        return self.suite.extraction
+
+    @property
+    def judge(self) -> str:
+        return self.suite.judge
+
+    @property
+    def judge_model(self) -> str | None:
+        return self.suite.judge_model
+
+
+UNIG2U_HF = "kkv233/unig2u_dataset"  # lmms-eval's UniG2U Parquet files (one per sub-task)
+_MMSI_POST = "\n\nBased on your {}, answer with the option's letter from the given choices directly. " \
+             "Enclose the option's letter within ``."
+_MMSI_COLUMNS = {"id": "source_id", "images": "images", "question": "question", "answer": "answer",
+                 "question_type": "category", "thought": "thought"}
+
+
+def _unig2u(task: str, *, layout: str, suite: str, data_file: str, hf_columns: Mapping[str, str],
+            pre: str = "", post: str = "", question_type: str | None = None,
+            question_types: tuple[str, ...] = (), notes: str = "") -> BenchmarkSpec:
+    """One lmms-eval UniG2U sub-task, named as its standard task; the two-stage task is the alias.
+    Ids are row positions (lmms-eval's doc_id); the dataset's own `id` is kept as source_id."""
+    return BenchmarkSpec(
+        name=f"unig2u_{task}", aliases=(f"unig2u_{task}_visual_cot",), formats=("hf-parquet",),
+        question_type=question_type, question_types=question_types, suite=SUITES[suite], hf_id=UNIG2U_HF,
+        hf_columns=hf_columns, row_step=H.unig2u_rows(layout, pre, post),
+        notes=f"lmms-eval UniG2U, file {data_file}; edit family unig2u_{task}. {notes}".strip())
+
 
 SPECS: tuple[BenchmarkSpec, ...] = (
     BenchmarkSpec(
-        "MME", (), _TSV_HF, "yes_no", ("yes_no",), "vlmevalkit", "mme", "optional", GPT35, "lmms-lab/MME",
-        {"question_id": "image_path", "image": "image", "question": "question", "answer": "answer",
-         "category": "category"},
-        "acc + acc+ per category (pairs grouped by image_path), perception /2000, cognition /800. "
-        "HF rows get item_id = row position.",
+        name="MME", formats=_TSV_HF, question_type="yes_no", suite=SUITES["mme"], hf_id="lmms-lab/MME",
+        hf_columns={"question_id": "image_path", "image": "image", "question": "question", "answer": "answer",
+                    "category": "category"},
+        row_step=H.mme_rows, item_step=H.mme_item,
+        notes="acc + acc+ per category (pairs grouped by image_path), perception /2000, cognition /800. "
+              "HF rows get item_id = row position.",
     ),
     BenchmarkSpec(
-        "HallusionBench", (), _TSV_HF, "yes_no", ("yes_no",), "vlmevalkit", "hallusionbench", "optional",
-        GPT35, "lmms-lab/HallusionBench",
-        {"category": "category", "subcategory": "subcategory", "visual_input": "visual_input",
-         "set_id": "set_id", "figure_id": "figure_id", "question_id": "question_id", "question": "question",
-         "gt_answer": "answer", "gt_answer_details": "gt_answer_details", "sample_note": "sample_note",
-         "filename": "filename", "image": "image"},
-        "aAcc/fAcc/qAcc; keys from index fields 3,4,5. HF (image split): gt_answer 1/0 -> Yes/No, "
-        "index = category_subcategory_visualinput_set_figure_question, l2-category = category_subcategory.",
+        name="HallusionBench", formats=_TSV_HF, question_type="yes_no", suite=SUITES["hallusionbench"],
+        hf_id="lmms-lab/HallusionBench",
+        hf_columns={"category": "category", "subcategory": "subcategory", "visual_input": "visual_input",
+                    "set_id": "set_id", "figure_id": "figure_id", "question_id": "question_id",
+                    "question": "question", "gt_answer": "answer", "gt_answer_details": "gt_answer_details",
+                    "sample_note": "sample_note", "filename": "filename", "image": "image"},
+        row_step=H.hallusion_rows, item_step=H.hallusion_item,
+        notes="aAcc/fAcc/qAcc; keys from index fields 3,4,5. HF (image split): gt_answer 1/0 -> Yes/No, "
+              "index = category_subcategory_visualinput_set_figure_question, l2-category = category_subcategory.",
     ),
     BenchmarkSpec(
-        "MMVet", ("MM-Vet",), _TSV_HF, "open", ("open",), "judge", "mmvet", "required", "gpt-4-1106-preview",
-        "lmms-lab/MMVet",
-        {"question_id": "index", "image": "image", "question": "question", "answer": "answer",
-         "capability": "category", "image_source": "image_source"},
-        "GPT-4 scores 0-1 per item (5 tries, else 0); x100 overall and per capability. "
-        "HF capability list -> comma-joined category.",
+        name="MMVet", aliases=("MM-Vet",), formats=_TSV_HF, question_type="open", suite=SUITES["mmvet"],
+        hf_id="lmms-lab/MMVet",
+        hf_columns={"question_id": "index", "image": "image", "question": "question", "answer": "answer",
+                    "capability": "category", "image_source": "image_source"},
+        row_step=H.mmvet_rows,
+        notes="GPT-4 scores 0-1 per item (5 tries, else 0); x100 overall and per capability. "
+              "HF capability list -> comma-joined category.",
     ),
     BenchmarkSpec(
-        "MMStar", (), _TSV_HF, "mcq", ("mcq",), "vlmevalkit", "mcq", "optional", GPT35, "Lin-Chen/MMStar",
-        {"index": "index", "question": "question", "image": "image", "answer": "answer", "category": "category",
-         "l2_category": "l2-category", "meta_info": "meta_info"},
-        "report_acc fractions. HF: options parsed out of the question ('...\\nOptions: A: x, B: y, ...').",
+        name="MMStar", formats=_TSV_HF, question_type="mcq", suite=SUITES["mcq"], hf_id="Lin-Chen/MMStar",
+        hf_columns={"index": "index", "question": "question", "image": "image", "answer": "answer",
+                    "category": "category", "l2_category": "l2-category", "meta_info": "meta_info"},
+        row_step=H.mmstar_rows,
+        notes="report_acc fractions. HF: options parsed out of the question ('...\\nOptions: A: x, B: y, ...').",
     ),
     BenchmarkSpec(
-        "MMBench_DEV_EN", ("MMBench", "MMBench_DEV_EN_V11", "MMBench_V11"), _TSV_HF, "mcq", ("mcq",),
-        "vlmevalkit", "mmbench_circular", "optional", GPT35, "HuggingFaceM4/MMBench",
-        {"index": "index", "question": "question", "hint": "hint", "A": "A", "B": "B", "C": "C", "D": "D",
-         "answer": "answer", "category": "category", "image": "image", "source": "source",
-         "l2-category": "l2-category", "comment": "comment", "split": "split"},
-        "Circular: copies have index + k*10^6, g_index = index mod 10^6; a group scores 1 only if every "
-        "copy is right. 'MMBench' (test) has no answers.",
+        name="MMBench_DEV_EN", aliases=("MMBench", "MMBench_DEV_EN_V11", "MMBench_V11"), formats=_TSV_HF,
+        question_type="mcq", suite=SUITES["mmbench_circular"], hf_id="HuggingFaceM4/MMBench",
+        hf_columns={"index": "index", "question": "question", "hint": "hint", "A": "A", "B": "B", "C": "C",
+                    "D": "D", "answer": "answer", "category": "category", "image": "image", "source": "source",
+                    "l2-category": "l2-category", "comment": "comment", "split": "split"},
+        item_step=H.mmbench_item,
+        notes="Circular: copies have index + k*10^6, g_index = index mod 10^6; a group scores 1 only if every "
+              "copy is right. 'MMBench' (test) has no answers.",
     ),
     BenchmarkSpec(
-        "AI2D_TEST", ("AI2D", "AI2D_TEST_NO_MASK"), _TSV_HF, "mcq", ("mcq",), "vlmevalkit", "mcq", "optional",
-        GPT35, "lmms-lab/ai2d",
-        {"question": "question", "options": "options", "answer": "answer", "image": "image"},
-        "Vanilla MCQ (fractions). HF: options list -> A.., answer = 0-based option position -> letter.",
+        name="AI2D_TEST", aliases=("AI2D", "AI2D_TEST_NO_MASK"), formats=_TSV_HF, question_type="mcq",
+        suite=SUITES["mcq"], hf_id="lmms-lab/ai2d",
+        hf_columns={"question": "question", "options": "options", "answer": "answer", "image": "image"},
+        row_step=H.ai2d_rows,
+        notes="Vanilla MCQ (fractions). HF: options list -> A.., answer = 0-based option position -> letter.",
     ),
     BenchmarkSpec(
-        "MathVista_MINI", ("MathVista",), _TSV_HF, None, ("mcq", "numeric", "open"), "judge", "mathvista",
-        "required", "gpt-4o-mini-2024-07-18", "AI4Math/MathVista",
-        {"pid": "index", "query": "question", "question": "raw_question", "decoded_image": "image",
-         "image": "image_path", "choices": "choices", "unit": "unit", "precision": "precision",
-         "answer": "answer", "question_type": "mathvista_question_type", "answer_type": "answer_type",
-         "metadata.task": "task", "metadata.skills": "skills", "metadata": "metadata"},
-        "Pre-fetch (can_infer / exact number) then gpt-4o-mini extraction; float compared exactly, "
-        "list answers never correct. multi_choice -> mcq with answer = answer_option letter.",
+        name="MathVista_MINI", aliases=("MathVista",), formats=_TSV_HF, question_types=("mcq", "numeric", "open"),
+        suite=SUITES["mathvista"], hf_id="AI4Math/MathVista",
+        hf_columns={"pid": "index", "query": "question", "question": "raw_question", "decoded_image": "image",
+                    "image": "image_path", "choices": "choices", "unit": "unit", "precision": "precision",
+                    "answer": "answer", "question_type": "mathvista_question_type", "answer_type": "answer_type",
+                    "metadata.task": "task", "metadata.skills": "skills", "metadata": "metadata"},
+        row_step=H.mathvista_rows, item_step=H.mathvista_item,
+        notes="Pre-fetch (can_infer / exact number) then gpt-4o-mini extraction; float compared exactly, "
+              "list answers never correct. multi_choice -> mcq with answer = answer_option letter.",
     ),
     BenchmarkSpec(
-        "KIVA", (), ("custom-tsv",), None, ("mcq", "yes_no"), "authors", "kiva", "required", GPT35, None, {},
-        "Authors' MyVQABench: own can_infer, judge fallback (3 tries, then 'A'); only the first image is sent.",
+        name="KIVA", formats=("custom-tsv",), question_types=("mcq", "yes_no"), suite=SUITES["kiva"],
+        notes="Authors' MyVQABench: own can_infer, judge fallback (3 tries, then 'A'); only the first image is sent.",
     ),
     BenchmarkSpec(
-        "Spatial457", ("Spatial457_occ", "Spatial457_L5"), ("custom-tsv", "hf-parquet"), None,
-        ("yes_no", "numeric", "open"), "judge", "spatial457", "required", GPT35, "RyanWW/Spatial457",
-        {"question_index": "index", "image": "image", "image_filename": "image_path", "question": "question",
-         "answer": "answer", "program": "program"},
-        "Authors' subsets are private MyVQABench TSVs; every row gets one 1/0 judge call.",
+        name="Spatial457", aliases=("Spatial457_occ", "Spatial457_L5"), formats=("custom-tsv", "hf-parquet"),
+        question_types=("yes_no", "numeric", "open"), suite=SUITES["spatial457"], hf_id="RyanWW/Spatial457",
+        hf_columns={"question_index": "index", "image": "image", "image_filename": "image_path",
+                    "question": "question", "answer": "answer", "program": "program"},
+        notes="Authors' subsets are private MyVQABench TSVs; every row gets one 1/0 judge call.",
     ),
     BenchmarkSpec(
-        "QSpatial", ("QSpatial_plus", "QSpatial_scannet"), ("hf-parquet", "vlmevalkit-tsv"), "numeric",
-        ("numeric",), "qspatial", "qspatial", "none", None, "andrewliao11/Q-Spatial-Bench",
-        {"question": "question", "answer_value": "answer_value", "answer_unit": "answer_unit",
-         "question_type": "qspatial_question_type", "image_path": "image_path", "image": "image"},
-        "delta_2 (headline) and delta_1.5 in cm. TSV = VLMEvalKit's DataFrame dump with answer "
-        "'(value, unit)'. QSpatial_scannet images come from image_path under the images root.",
+        name="QSpatial", aliases=("QSpatial_plus", "QSpatial_scannet"), formats=("hf-parquet", "vlmevalkit-tsv"),
+        question_type="numeric", suite=SUITES["qspatial"], hf_id="andrewliao11/Q-Spatial-Bench",
+        hf_columns={"question": "question", "answer_value": "answer_value", "answer_unit": "answer_unit",
+                    "question_type": "qspatial_question_type", "image_path": "image_path", "image": "image"},
+        row_step=H.qspatial_rows,
+        notes="delta_2 (headline) and delta_1.5 in cm. TSV = VLMEvalKit's DataFrame dump with answer "
+              "'(value, unit)'. QSpatial_scannet images come from image_path under the images root.",
     ),
     BenchmarkSpec(
-        "POPE", (), _TSV_HF, "yes_no", ("yes_no",), "vlmevalkit", "pope", "optional", GPT35, "lmms-lab/POPE",
-        {"id": "index", "question_id": "question_id", "question": "question", "answer": "answer",
-         "image_source": "image_source", "image": "image", "category": "category"},
-        "Proposed substitute. F1 (positive = Yes), acc, precision, recall; comma-joined categories split.",
+        name="POPE", formats=_TSV_HF, question_type="yes_no", suite=SUITES["pope"], hf_id="lmms-lab/POPE",
+        hf_columns={"id": "index", "question_id": "question_id", "question": "question", "answer": "answer",
+                    "image_source": "image_source", "image": "image", "category": "category"},
+        notes="Proposed substitute. F1 (positive = Yes), acc, precision, recall; comma-joined categories split.",
     ),
     BenchmarkSpec(
-        "MMMU_DEV_VAL", ("MMMU",), _TSV_HF, None, ("mcq", "numeric", "open"), "vlmevalkit", "mmmu", "optional",
-        GPT35, "MMMU/MMMU",
-        {"id": "index", "question": "question", "options": "options", "answer": "answer",
-         "question_type": "mmmu_question_type", "explanation": "explanation", "img_type": "img_type",
-         "topic_difficulty": "topic_difficulty", "subfield": "subfield",
-         **{f"image_{k}": f"image_{k}" for k in range(1, 8)}},
-        "Proposed substitute. Multi-image, <image k> tags; open questions become A = gold, "
-        "B = 'Other Answers' at scoring; report_acc per split. HF image_1..7 -> images.",
+        name="MMMU_DEV_VAL", aliases=("MMMU",), formats=_TSV_HF, question_types=("mcq", "numeric", "open"),
+        suite=SUITES["mmmu"], hf_id="MMMU/MMMU",
+        hf_columns={"id": "index", "question": "question", "options": "options", "answer": "answer",
+                    "question_type": "mmmu_question_type", "explanation": "explanation", "img_type": "img_type",
+                    "topic_difficulty": "topic_difficulty", "subfield": "subfield",
+                    **{f"image_{k}": f"image_{k}" for k in range(1, 8)}},
+        row_step=H.mmmu_rows, item_step=H.mmmu_item,
+        notes="Proposed substitute. Multi-image, <image k> tags; open questions become A = gold, "
+              "B = 'Other Answers' at scoring; report_acc per split. HF image_1..7 -> images.",
     ),
     BenchmarkSpec(
-        "custom", ("VisThink",), ("custom-tsv",), None, ("mcq", "yes_no", "open", "numeric"), "authors", "kiva",
-        "required", GPT35, None, {},
-        "Authors' KIVA/VisThink-style TSV: final_image_path_ori (relative to the images root) or "
-        "base64 image or <ori_Bench>/<index>.jpg|png.",
+        name="custom", aliases=("VisThink",), formats=("custom-tsv",),
+        question_types=("mcq", "yes_no", "open", "numeric"), suite=SUITES["kiva"],
+        notes="Authors' KIVA/VisThink-style TSV: final_image_path_ori (relative to the images root) or "
+              "base64 image or <ori_Bench>/<index>.jpg|png.",
     ),
+    _unig2u("chartqa100", layout="chartqa", suite="unig2u_chartqa", data_file="chartqa100/chartqa100.parquet",
+            post="\nAnswer the question with a single word.", question_types=("numeric", "open", "yes_no"),
+            hf_columns={"type": "category", "question": "question", "answer": "answer", "image": "image"},
+            notes="Relaxed accuracy (5% for numbers); split by type human_test / augmented_test."),
+    _unig2u("mmsi_attribute_appr", layout="mmsi", suite="unig2u_mmsi_attribute_appr", question_type="mcq",
+            data_file="mmsi_bench/attribute_appr.parquet", hf_columns=_MMSI_COLUMNS,
+            pre="Pay close attention to the visual appearance attributes (color, shape, texture, orientation, "
+                "count, visual features) in the images. Observe details carefully to identify and count "
+                "objects.\n\n",
+            post=_MMSI_POST.format("visual observation")),
+    _unig2u("mmsi_attribute_meas", layout="mmsi", suite="unig2u_mmsi_attribute_meas", question_type="mcq",
+            data_file="mmsi_bench/attribute_meas.parquet", hf_columns=_MMSI_COLUMNS,
+            pre="Carefully observe the measurable attributes (size, length, width, height, distance, area, "
+                "volume) in the images. Compare quantitative properties and estimate relative measurements.\n\n",
+            post=_MMSI_POST.format("measurement analysis")),
+    _unig2u("mmsi_motion_cam", layout="mmsi", suite="unig2u_mmsi_motion_cam", question_type="mcq",
+            data_file="mmsi_bench/motion_cam.parquet", hf_columns=_MMSI_COLUMNS,
+            pre="Analyze the consecutive first-person perspective images. Determine how the camera (viewpoint) "
+                "is moving or rotating by observing changes in the scene and object positions relative to the "
+                "viewer.\n\n",
+            post=_MMSI_POST.format("analysis of camera motion")),
+    _unig2u("mmsi_motion_obj", layout="mmsi", suite="unig2u_mmsi_motion_obj", question_type="mcq",
+            data_file="mmsi_bench/motion_obj.parquet", hf_columns=_MMSI_COLUMNS,
+            pre="Track objects across the consecutive images. Identify which objects are moving, their direction "
+                "of motion, and relative speeds by comparing their positions between frames.\n\n",
+            post=_MMSI_POST.format("analysis of object motion")),
+    _unig2u("mmsi_msr", layout="mmsi", suite="unig2u_mmsi_msr", question_type="mcq",
+            data_file="mmsi_bench/msr.parquet", hf_columns=_MMSI_COLUMNS,
+            pre="Analyze the given images step by step. Consider the spatial relationships, object positions, "
+                "and changes across images. Break down complex reasoning into clear steps before answering.\n\n",
+            post=_MMSI_POST.format("multi-step reasoning")),
+    _unig2u("VisualPuzzles_algorithmic", layout="visualpuzzles", suite="unig2u_visualpuzzles", question_type="mcq",
+            data_file="visualpuzzles/algorithmic.parquet",
+            post="Answer the question with the option's letter from the given choices directly.",
+            hf_columns={"id": "source_id", "category": "category", "image": "image", "question": "question",
+                        "options": "choices", "answer": "answer"},
+            notes="The four options stay in the prompt text (extra choices), as lmms-eval writes them."),
 )
 
 
@@ -208,6 +278,10 @@ def resolve(name: str) -> tuple[BenchmarkSpec, str]:
 
 def get_spec(name: str) -> BenchmarkSpec:
     return resolve(name)[0]
+
+
+def has_spec(name: str) -> bool:
+    return name.strip().lower() in _BY_NAME
 
 
 def spec_row(spec: BenchmarkSpec) -> dict:

@@ -1,62 +1,49 @@
-"""Score a predictions file made elsewhere as VLMEvalKit ca9a644 would (docs/SCORING.md).
+"""`g2u evaluate`: score a predictions file made elsewhere as VLMEvalKit ca9a644 would (docs/SCORING.md).
 
 Reads a VLMEvalKit result file (.xlsx/.tsv/.csv with `index` and `prediction`; columns lower-cased
-except single capital letters) or our own Parquet (item_id + raw_output), joins it with the benchmark
-data (the spec's adapter on `data_path`, else the original columns inside the predictions file),
-extracts answers with the spec's rule set, consults the judge where the reference would, and applies
-the benchmark's metric suite.
+except single capital letters), an lmms-eval samples log (.jsonl: doc_id, filtered_resps) or our own
+Parquet (item_id + raw_output), joins it with the benchmark
+data (the declaration's loader on `data_path`, else the original columns inside the predictions file),
+and scores it through the same path as the pipeline (g2u_tasks/scoring/score.py).
+
+Hostile or incomplete files: a row is refused (kept out of scoring, listed with its reason) when it
+holds a spreadsheet formula, has an empty index, or its item is refused by the loader's rules
+(`--data`); every group gets a `coverage` record (n_expected, n_predicted, n_scored, n_missing,
+n_refused), and when it is incomplete every metric is `partial` with a note naming what is missing.
+A file that cannot be read raises ValueError naming the file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import math
+import re
 import string
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import polars as pl
 
-from g2u_tasks.scoring import judge as J
 from g2u_tasks.benchmarks.adapters import load_benchmark_spec
-from g2u_tasks.scoring.suites import METRIC_SUITES, judge_fallback_record, qspatial_gold_cm
+from g2u_tasks.benchmarks.loaders import _short, infer_question_type, parse_list_cell
 from g2u_tasks.benchmarks.table import BenchmarkSpec, resolve
-from g2u_tasks.benchmarks.loaders import infer_question_type, parse_list_cell
-from g2u_tasks.records import QUESTION_TYPES, Item, canonical_json
-from g2u_tasks.scoring.extraction import extract, extract_authors, mathvista_hit, mathvista_prefetch, qspatial_ratio
-
-log = logging.getLogger(__name__)
+from g2u_tasks.records import QUESTION_TYPES, Item
+from g2u_tasks.scoring import judge as J
+from g2u_tasks.scoring.aggregations import FRACTION, record
+from g2u_tasks.scoring.items import Row
+from g2u_tasks.scoring.score import JudgePool, aggregate_rows, score_rows, to_frame
 
 GROUP_COLUMNS = ("run_id", "condition", "mode", "seed")  # our Parquet: one evaluation per combination
-_CORE = {"index", "item_id", "prediction", "raw_output", "image", "question", "answer", "category"}
-FRAME_SCHEMA = {
-    "benchmark": pl.String, "item_id": pl.String, "question": pl.String, "answer": pl.String,
-    "options": pl.String, "category": pl.String, "question_type": pl.String, "extra": pl.String,
-    "prediction": pl.String, "extracted": pl.String, "hit": pl.Boolean, "judged": pl.Boolean,
-    "score": pl.Float64,
-}
-
-
-@dataclass
-class Row:
-    """One prediction joined with its item; scoring fills extracted / hit / judged / score."""
-
-    item_id: str
-    question: str
-    answer: str | None
-    options: dict[str, str]
-    category: str | None
-    question_type: str
-    extra: dict[str, Any]
-    prediction: str
-    extracted: str | None = None
-    hit: bool | None = None
-    judged: bool = False
-    score: float | None = None
-    needs_judge: bool = False
+REFUSED = "__refused__"  # per prediction row: why it is not scored (None: it is scored)
+_CORE = {"index", "item_id", "prediction", "raw_output", "image", "question", "answer", "category", REFUSED}
+COVERAGE_KEYS = ("n_expected", "n_predicted", "n_scored", "n_missing", "n_refused", "missing", "refused")
+# Text a spreadsheet runs as a formula: "=..." always; "+", "-", "@" only before a function call, a DDE
+# link (cmd|...) or a sheet reference (Sheet!A1), so answers such as "-3" or "+5 cm" stay answers.
+_FORMULA_TEXT = re.compile(r"^\s*(=|[+\-@]\s*[A-Za-z_][\w.]*\s*[(|!])")
+_CHECKED = ("index", "prediction")  # result-file text cells checked for formulas
+_LISTED = 10  # item ids named in a note
 
 
 # ---- entry point ---------------------------------------------------------------------------------
@@ -79,90 +66,163 @@ def score_predictions(benchmark: str, predictions_path: str, data_path: str | No
 def _evaluate(benchmark: str, predictions_path: str, data_path: str | None,
               judge: J.JudgeSpec | None) -> list[tuple[dict[str, Any], pl.DataFrame, list[dict[str, Any]]]]:
     """Per run group (our Parquet) or once (a VLMEvalKit file): (group labels, scored frame, records)."""
-    spec, label = _resolve_spec(benchmark)
+    spec, label = resolve(benchmark)
     table = read_predictions(predictions_path)
     if "benchmark" in table.columns:
         table = table[table["benchmark"].isin({label, benchmark, *spec.names})]
         if table.empty:
             raise ValueError(f"{predictions_path}: no rows for benchmark {label!r}")
-    items = _load_items(spec, label, data_path) if data_path else None
+    data = load_data(label, data_path) if data_path else None
     keys = [c for c in GROUP_COLUMNS if c in table.columns]
     groups = [((), table)] if not keys else list(table.groupby(keys, dropna=False, sort=True))
     out = []
-    for key, part in groups:
-        rows = _join(spec, part, items, predictions_path)
-        frame, records = score_and_report(label, spec, rows, judge)
-        labels = {k: _plain(v) for k, v in zip(keys, key if isinstance(key, tuple) else (key,))}
-        out.append((labels, frame, [{**r, **labels} for r in records]))
-    return out
-
-
-def score_and_report(benchmark: str, spec: BenchmarkSpec, rows: list[Row],
-                     judge_spec: J.JudgeSpec | None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """Extract, judge where needed, then the suite's metrics plus one judge_fallback record."""
-    suite = spec.metric_suite
-    use_judge = judge_spec is not None and spec.judge != "none"  # run.py gives Q-Spatial no judge
-    lazy = _LazyJudge(J.Judge(judge_spec, suite, spec.judge_model) if use_judge else None)
+    pool = JudgePool(judge)
     try:
-        SCORERS[suite](rows, spec.extraction, lazy)
+        for key, part in groups:
+            rows, coverage = _join(spec, part, data, predictions_path)
+            note = score_rows(spec.suite, rows, pool)
+            records = aggregate_rows(label, spec.suite, rows, note)
+            records = with_coverage(label, records, coverage)
+            labels = {k: _plain(v) for k, v in zip(keys, key if isinstance(key, tuple) else (key,))}
+            out.append((labels, to_frame(label, rows), [{**r, **labels} for r in records]))
     finally:
-        lazy.close()
-    frame = to_frame(benchmark, rows)
-    records = METRIC_SUITES[suite](frame)
-    note = _fallback_note(lazy, spec.judge)
-    records.append(judge_fallback_record(benchmark, sum(r.needs_judge for r in rows), note))
-    return frame, records
-
-
-def _fallback_note(lazy: "_LazyJudge", judge_level: str) -> str:
-    if judge_level == "none":
-        return "this benchmark uses no judge"
-    if lazy.used:
-        return f"resolved by judge {lazy.model} ({lazy.calls} call(s))"
-    why = "judge not working" if lazy.failed_probe else "no judge"
-    if judge_level == "required":
-        return f"{why}: items that need the judge stay unscored; affected metrics not computed"
-    return f"{why}: scored as wrong (VLMEvalKit exact matching)"
-
-
-def to_frame(benchmark: str, rows: list[Row]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [{"benchmark": benchmark, "item_id": r.item_id, "question": r.question, "answer": r.answer,
-          "options": canonical_json(r.options), "category": r.category, "question_type": r.question_type,
-          "extra": canonical_json(r.extra), "prediction": r.prediction, "extracted": r.extracted,
-          "hit": r.hit, "judged": r.judged, "score": r.score} for r in rows],
-        schema=FRAME_SCHEMA,
-    )
+        pool.close()
+    return out
 
 
 # ---- reading -------------------------------------------------------------------------------------
 
 
 def read_predictions(path: str) -> pd.DataFrame:
-    """A predictions table with `item_id` and `prediction` (text) columns plus every original column."""
+    """A predictions table with `item_id`, `prediction` (text) and REFUSED columns plus every original one.
+
+    REFUSED holds why a row is not scored, else None: an empty index, or in a VLMEvalKit result file a
+    spreadsheet formula (an .xlsx formula cell anywhere in the row, never evaluated nor its cached value
+    used; formula-like text in a .csv/.tsv index or prediction). ValueError naming the file when it
+    cannot be read."""
     p = Path(path)
     suffix = p.suffix.lower()
+    if suffix not in (".parquet", ".xlsx", ".tsv", ".csv", ".jsonl"):
+        raise ValueError(f"{path}: unsupported predictions format (expected .xlsx, .tsv, .csv, .parquet or "
+                         "an lmms-eval *_samples_*.jsonl)")
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: no such predictions file")
+    formulas: dict[int, dict[str, str]] = {}
+    if suffix == ".xlsx":
+        df, formulas = _read_xlsx(p)
+    elif suffix == ".jsonl":
+        df = read_lmms_samples(p)
+    else:
+        try:
+            df = pl.read_parquet(p).to_pandas() if suffix == ".parquet" else \
+                pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+            raise ValueError(f"{path}: cannot read this {suffix} file ({type(exc).__name__}: {exc})") from None
     if suffix == ".parquet":
-        df = pl.read_parquet(p).to_pandas()
         if "raw_output" not in df.columns or "item_id" not in df.columns:
             raise ValueError(f"{path}: a Parquet predictions file needs item_id and raw_output columns")
         df = df.rename(columns={"raw_output": "prediction"})
-    elif suffix in (".xlsx", ".tsv", ".csv"):
-        if suffix == ".xlsx":
-            df = pd.read_excel(p)  # openpyxl
-        else:
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str)
-        # VLMEvalKit: lower-case every column name except single capital letters (option columns)
-        df.columns = [c if (len(str(c)) == 1 and str(c) in string.ascii_uppercase) else str(c).lower()
-                      for c in df.columns]
+        id_column = "item_id"
+    else:
+        df.columns = [_column_name(c) for c in df.columns]
         df = df.loc[:, ~pd.Index(df.columns).duplicated(keep="last")]
         if "index" not in df.columns or "prediction" not in df.columns:
             raise ValueError(f"{path}: a VLMEvalKit result file needs index and prediction columns")
-        df["item_id"] = [_cell(x) for x in df["index"]]
-    else:
-        raise ValueError(f"{path}: unsupported predictions format (expected .xlsx, .tsv, .csv or .parquet)")
+        id_column = "index"
+    if df.empty:
+        raise ValueError(f"{path}: no prediction rows")
+    checked = [] if suffix in (".parquet", ".jsonl") else [c for c in _CHECKED if c in df.columns]
+    refused = [_refusal(n, rec, formulas.get(n - 1, {}), checked, id_column)
+               for n, rec in enumerate(df.to_dict("records"), start=1)]
+    ids = [None if id_column in formulas.get(i, {}) else _cell(x) for i, x in enumerate(df[id_column])]
+    df["item_id"] = pd.Series(ids, index=df.index, dtype=object)  # object: None stays None, not NaN
     df["prediction"] = [str(x) if not _missing(x) else "nan" for x in df["prediction"]]  # upstream str(x)
+    df[REFUSED] = pd.Series(refused, index=df.index, dtype=object)
     return df
+
+
+def read_lmms_samples(path: Path) -> pd.DataFrame:
+    """An lmms-eval `--log_samples` file, one JSON object per line: `doc_id`, `filtered_resps` (the
+    scored reply; a list when a doc had several requests, the first is taken), else `resps`, plus
+    `target`, `input` and the task's per-metric fields. Columns: index (= doc_id), prediction, and the
+    fields of `doc` when a record has one (older lmms-eval, and `g2u export`); otherwise pass --data."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read this .jsonl file ({type(exc).__name__}: {exc})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or "doc_id" not in rec:
+            raise ValueError(f"{path}: line {number} is not an lmms-eval sample (no doc_id)")
+        doc = rec.get("doc") if isinstance(rec.get("doc"), dict) else {}
+        reply = rec["filtered_resps"] if "filtered_resps" in rec else rec.get("resps")
+        while isinstance(reply, list):
+            reply = reply[0] if reply else None
+        records.append({**{k: v for k, v in doc.items() if k not in ("index", "prediction")},
+                        "index": None if rec["doc_id"] is None else str(rec["doc_id"]), "prediction": reply})
+    return pd.DataFrame(records or None, columns=None if records else ["index", "prediction"], dtype=object)
+
+
+def _column_name(name: Any) -> str:
+    """VLMEvalKit: every column name lower-cased except single capital letters (option columns)."""
+    text = str(name)
+    return text if len(text) == 1 and text in string.ascii_uppercase else text.lower()
+
+
+def _read_xlsx(path: Path) -> tuple[pd.DataFrame, dict[int, dict[str, str]]]:
+    """The first sheet (header on its first row, blank rows skipped, as pandas reads it) and, per data
+    row position, its formula cells {column: formula text}."""
+    import openpyxl
+    from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=False, keep_links=False)
+        try:
+            sheet = book.worksheets[0]
+            sheet.reset_dimensions()  # a stale <dimension> would cut rows off
+            cells = [[(c.value, c.data_type == "f" or isinstance(c.value, (ArrayFormula, DataTableFormula)))
+                      for c in row] for row in sheet.iter_rows()]
+        finally:
+            book.close()
+    except Exception as exc:  # openpyxl raises BadZipFile, KeyError, InvalidFileException ... on damaged files
+        raise ValueError(f"{path}: not a readable .xlsx file ({type(exc).__name__}: {exc})") from None
+    cells = [row for row in cells if any(v is not None for v, _ in row)]
+    if not cells:
+        raise ValueError(f"{path}: the first sheet is empty")
+    width = max(len(row) for row in cells)
+    header = [v for v, _ in cells[0]] + [None] * (width - len(cells[0]))
+    columns = [f"Unnamed: {i}" if v is None else str(v) for i, v in enumerate(header)]
+    values, formulas = [], {}
+    for pos, row in enumerate(cells[1:]):
+        row = row + [(None, False)] * (width - len(row))
+        found = {_column_name(col): _formula_text(v) for col, (v, is_formula) in zip(columns, row) if is_formula}
+        if found:
+            formulas[pos] = found
+        values.append([_formula_text(v) if is_formula else v for v, is_formula in row])
+    return pd.DataFrame(values, columns=columns, dtype=object), formulas
+
+
+def _formula_text(value: Any) -> str:
+    return getattr(value, "text", None) or str(value)  # ArrayFormula keeps its text in .text
+
+
+def _refusal(number: int, rec: dict[str, Any], formulas: dict[str, str], checked: list[str],
+             id_column: str) -> str | None:
+    """Why prediction row `number` (1-based, header excluded) is not scored, else None."""
+    why = [f"{col} is a spreadsheet formula {_short(text)}" for col, text in formulas.items()]
+    for col in checked:
+        value = rec.get(col)
+        if col not in formulas and isinstance(value, str) and _FORMULA_TEXT.match(value):
+            why.append(f"{col} is formula-like text {_short(value)}")
+    if id_column not in formulas and _cell(rec.get(id_column)) is None:
+        why.append(f"empty {id_column}")
+    return f"row {number}: " + "; ".join(why) + "; not scored" if why else None
 
 
 def _missing(value: Any) -> bool:
@@ -188,36 +248,106 @@ def _plain(value: Any) -> Any:
 # ---- joining -------------------------------------------------------------------------------------
 
 
-def _resolve_spec(benchmark: str) -> tuple[BenchmarkSpec, str]:
-    """(spec, the name as spelled in the spec table, e.g. 'Spatial457_occ')."""
-    return resolve(benchmark)
+@dataclasses.dataclass
+class Data:
+    """The benchmark data of `--data`: items that can be scored, and why the others cannot."""
+
+    items: dict[str, Item]
+    refused: dict[str, str]  # item id -> the loader's reason (the `items` suite's rules)
+    ids: list[str]  # every item id, in file order
 
 
-def _load_items(spec: BenchmarkSpec, label: str, data_path: str) -> dict[str, Item]:
-    return {it.item_id: it for it in load_benchmark_spec(label, data_path, benchmark=label)}
+@dataclasses.dataclass
+class Coverage:
+    """What one evaluation covers: n_predicted = n_scored + n_refused, always."""
+
+    n_expected: int
+    n_predicted: int
+    n_scored: int
+    missing: list[str]
+    refused: list[dict[str, Any]]  # {item_id, reason}
+    with_data: bool
 
 
-def _join(spec: BenchmarkSpec, table: pd.DataFrame, items: dict[str, Item] | None, path: str) -> list[Row]:
-    ids = [str(x) for x in table["item_id"]]
+def load_data(label: str, data_path: str) -> Data:
+    """The data file's items through the declaration's loader, with the pipeline's rules: an item the
+    loader flags (answer not among the options, empty question, malformed row, ...), a duplicated id or
+    a missing gold answer is refused, never scored."""
+    items = load_benchmark_spec(label, data_path, benchmark=label)
+    counts = Counter(it.item_id for it in items)
+    usable: dict[str, Item] = {}
+    refused: dict[str, list[str]] = {}
+    for it in items:
+        why = [e for e in [it.extra.get("load_error")] if e]
+        if counts[it.item_id] > 1:
+            why.append(f"item_id {it.item_id!r} appears {counts[it.item_id]} times in the benchmark data")
+        if it.answer is None:
+            why.append("gold answer missing")
+        if why:
+            refused.setdefault(it.item_id, []).extend(w for w in why if w not in refused.get(it.item_id, []))
+        else:
+            usable[it.item_id] = it
+    return Data(usable, {k: "; ".join(v) for k, v in refused.items()}, list(counts))
+
+
+def _join(spec: BenchmarkSpec, table: pd.DataFrame, data: Data | None, path: str) -> tuple[list[Row], Coverage]:
+    refused = [{"item_id": i, "reason": why} for i, why in zip(table["item_id"], table[REFUSED]) if why]
+    usable = table[[why is None for why in table[REFUSED]]]
+    ids = [str(x) for x in usable["item_id"]]
     dupes = sorted(i for i, k in Counter(ids).items() if k > 1)
     if dupes:
         raise ValueError(f"{path}: duplicate item ids {dupes[:5]}")
-    if items is None:
+    if data is None:
         if "question" not in table.columns:
             raise ValueError(f"{path} holds no question column: pass the benchmark data (--data)")
-        rows = [_row_from_columns(spec, rec) for rec in table.to_dict("records")]
-    else:
-        missing = [i for i in ids if i not in items]
-        if missing:
-            raise ValueError(f"{path}: {len(missing)} prediction(s) not in the benchmark data, e.g. {missing[:5]}")
-        rows = [_row_from_item(items[i], p) for i, p in zip(ids, table["prediction"])]
-    if spec.metric_suite == "mmmu":
-        for r in rows:
-            _mmmu_preproc(r)
-    return rows
+        rows = [_row_from_columns(spec, rec) for rec in usable.to_dict("records")]
+        return rows, Coverage(len(table), len(table), len(rows), [], refused, with_data=False)
+    unknown = [i for i in ids if i not in data.items and i not in data.refused]
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} prediction(s) not in the benchmark data, e.g. {unknown[:5]}")
+    rows = []
+    for i, prediction in zip(ids, usable["prediction"]):
+        if i in data.refused:
+            refused.append({"item_id": i, "reason": f"the benchmark data refuses item {i!r}: {data.refused[i]}"})
+        else:
+            rows.append(row_from_item(data.items[i], prediction))
+    predicted = {str(i) for i in table["item_id"] if i is not None}
+    missing = [i for i in data.ids if i not in predicted]
+    return rows, Coverage(len(data.ids), len(table), len(rows), missing, refused, with_data=True)
 
 
-def _row_from_item(item: Item, prediction: str) -> Row:
+def with_coverage(label: str, records: list[dict[str, Any]], cov: Coverage) -> list[dict[str, Any]]:
+    """`records` plus the coverage record; when coverage is incomplete, every computed metric becomes
+    `partial` (its value covers the scored items only, as VLMEvalKit scores the rows it is given)."""
+    complete = not cov.missing and not cov.refused
+    whole = "items of the benchmark data" if cov.with_data else "rows of the result file (no --data)"
+    gaps = []
+    if cov.missing:
+        gaps.append(f"{len(cov.missing)} without a prediction ({_listed(cov.missing)})")
+    if cov.refused:
+        gaps.append(f"{len(cov.refused)} refused ({_listed([r['item_id'] for r in cov.refused])})")
+    summary = f"scored {cov.n_scored} of {cov.n_expected} {whole}" + (f": {', '.join(gaps)}" if gaps else "")
+    value = cov.n_scored / cov.n_expected if cov.n_expected else None
+    status = "not_computed" if value is None else "ok" if complete else "partial"
+    coverage = record(label, "coverage", value, cov.n_scored, FRACTION, status, summary)
+    coverage.update(n_expected=cov.n_expected, n_predicted=cov.n_predicted, n_scored=cov.n_scored,
+                    n_missing=len(cov.missing), n_refused=len(cov.refused), missing=list(cov.missing),
+                    refused=list(cov.refused))
+    if complete:
+        return [*records, coverage]
+    note = f"partial: {summary}; the value covers the scored items only"
+    marked = [{**r, "status": "partial" if r["status"] == "ok" else r["status"],
+               "note": f"{r['note']}; {note}" if r["note"] else note} for r in records]
+    return [*marked, coverage]
+
+
+def _listed(ids: list[str | None]) -> str:
+    shown = ", ".join(repr(i) if i is not None else "no id" for i in ids[:_LISTED])
+    return shown + (f", ... {len(ids) - _LISTED} more (see the coverage record)" if len(ids) > _LISTED else "")
+
+
+def row_from_item(item: Item, prediction: str) -> Row:
+    """A prediction joined with its item, ready for a suite's scorer."""
     return Row(item.item_id, item.question, item.answer, dict(item.options), item.category, item.question_type,
                dict(item.extra), prediction)
 
@@ -240,228 +370,8 @@ def _row_from_columns(spec: BenchmarkSpec, rec: dict[str, Any]) -> Row:
                extra, str(rec["prediction"]))
 
 
-def _mmmu_preproc(row: Row) -> None:
-    """`MMMU_preproc`: an open question becomes A = gold answer, B = 'Other Answers'; non-letter gold -> 'A'."""
-    if "A" not in row.options:
-        row.options = {"A": str(row.answer), "B": "Other Answers", **row.options}
-        row.question_type = "mcq"
-    row.extra["gold_letter"] = row.answer if row.answer in list(string.ascii_uppercase) else "A"
-
-
-# ---- item scoring per suite ----------------------------------------------------------------------
-
-
-class _LazyJudge:
-    """Holds the judge; `get()` returns it only once it answered VLMEvalKit's 'hello' probe (asked once)."""
-
-    def __init__(self, judge: J.Judge | None):
-        self._judge, self._checked = judge, False
-        self.failed_probe = self.used = False
-
-    def get(self) -> J.Judge | None:
-        if self._judge is not None and not self._checked:
-            self._checked = True
-            if not self._judge.working():
-                log.warning("judge %s is not working; falling back to exact matching", self._judge.model)
-                self.failed_probe = True
-        self.used = self.used or (self._judge is not None and not self.failed_probe)
-        return None if self.failed_probe else self._judge
-
-    @property
-    def model(self) -> str | None:
-        return None if self._judge is None else self._judge.model
-
-    @property
-    def calls(self) -> int:
-        return 0 if self._judge is None else self._judge.calls
-
-    def close(self) -> None:
-        if self._judge is not None:
-            self._judge.close()
-
-
-def _gold(row: Row) -> str | None:
-    return row.extra.get("gold_letter", row.answer)
-
-
-def _first_pass(rule_set: str, row: Row, question_type: str) -> str | None:
-    """The rule set's reading; the suite fixes the question type (MCQ suites always match options)."""
-    return extract_authors(row.prediction) if rule_set == "authors" else extract(
-        rule_set, row.prediction, row.options, question_type)
-
-
-def _run_judge(lazy: _LazyJudge, rows: list[Row], work: Callable[[J.Judge, int, Row], None]) -> J.Judge | None:
-    """Run `work` on every row that needs the judge (concurrently); returns the judge if one was used."""
-    todo = [r for r in rows if r.needs_judge]
-    judge = lazy.get() if todo else None
-    if judge is not None:
-        judge.map(lambda i, r: work(judge, i, r), todo)
-        for r in todo:
-            r.judged = True
-    return judge
-
-
-def score_yes_no(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """ImageYORNDataset: YOrN_Extraction; 'Unknown' rows go to YOrN_auxeval; score = answer == extracted."""
-    for r in rows:
-        r.extracted = _first_pass(rule_set, r, "yes_no") or "Unknown"
-        r.needs_judge = r.extracted == "Unknown"
-
-    def work(judge: J.Judge, i: int, r: Row) -> None:
-        r.extracted = J.judge_yes_no(judge, r.question, r.prediction, index=i)
-
-    _run_judge(lazy, rows, work)
-    for r in rows:
-        r.hit = r.extracted == r.answer
-
-
-def score_mcq(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """mcq_vanilla_eval: can_infer, else the judge (3 tries, then a seeded random option), else 'Z'."""
-    for r in rows:
-        r.extracted = _first_pass(rule_set, r, "mcq")
-        r.needs_judge = r.extracted is None
-
-    def work(judge: J.Judge, i: int, r: Row) -> None:
-        r.extracted, _ = J.judge_option(judge, r.question, r.options, r.prediction, r.item_id, index=i)
-
-    _run_judge(lazy, rows, work)
-    for r in rows:
-        r.extracted = r.extracted or "Z"  # no judge: 'Z', i.e. wrong (VLMEvalKit exact matching)
-        r.hit = r.extracted == _gold(r)
-
-
-def score_circular(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """mcq_circular_eval: pre-fetch every rotation; any wrong letter settles the group at 0; the judge
-    is asked (rotation by rotation, stopping at the first wrong one) only for groups not yet settled."""
-    groups: dict[int, list[Row]] = {}
-    for r in sorted(rows, key=lambda x: int(float(x.item_id))):
-        g = r.extra.get("g_index")
-        groups.setdefault(int(float(g)) if g is not None else int(float(r.item_id)) % 1_000_000, []).append(r)
-    open_groups = []
-    for members in groups.values():
-        for r in members:
-            r.extracted = _first_pass(rule_set, r, "mcq")
-            r.hit = r.extracted is not None and r.extracted == r.answer
-        if not any(r.extracted is not None and not r.hit for r in members) and any(r.extracted is None
-                                                                                   for r in members):
-            open_groups.append(members)
-            for r in members:
-                r.needs_judge = r.extracted is None
-    judge = lazy.get() if open_groups else None
-    if judge is not None:
-        judge.map(lambda i, members: _judge_group(judge, i, members), open_groups)
-    for r in rows:
-        r.extracted = r.extracted or "Z"  # unparsed and not judged
-
-
-def _judge_group(judge: J.Judge, index: int, members: list[Row]) -> None:
-    for r in members:
-        if r.extracted is not None:
-            continue
-        r.extracted, _ = J.judge_option(judge, r.question, r.options, r.prediction, r.item_id, index=index)
-        r.judged, r.hit = True, r.extracted == r.answer
-        if not r.hit:
-            return  # upstream stops at the first wrong rotation
-
-
-def score_mathvista(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """MathVista_auxeval: pre-fetch (post_check prefetch=True), else the judge extracts; post_check scores."""
-    for r in rows:
-        r.extracted = mathvista_prefetch(r.prediction, **_mathvista_args(r))
-        r.needs_judge = r.extracted is None
-        r.hit = None if r.needs_judge else mathvista_hit(r.extracted, **_mathvista_args(r))
-
-    def work(judge: J.Judge, i: int, r: Row) -> None:
-        r.extracted = J.judge_mathvista(judge, r.question, r.prediction, index=i)
-        r.hit = mathvista_hit(r.extracted, **_mathvista_args(r))
-
-    _run_judge(lazy, rows, work)
-
-
-def _mathvista_args(r: Row) -> dict[str, Any]:
-    e = r.extra
-    return {"question_type": str(e.get("mathvista_question_type") or e.get("question_type")),
-            "answer_type": str(e.get("answer_type")), "answer": r.answer, "answer_option": e.get("answer_option"),
-            "choices": r.options}
-
-
-def score_mmvet(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """MMVet_auxeval on every item; `score` holds the 0-1 grade, `hit` means a grade of 1.0."""
-    for r in rows:
-        r.needs_judge = True
-
-    def work(judge: J.Judge, i: int, r: Row) -> None:
-        r.score, _ = J.judge_mmvet(judge, r.question, str(r.answer), r.prediction, index=i)
-        r.hit = r.score == 1.0
-
-    _run_judge(lazy, rows, work)
-
-
-def score_kiva(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """The authors' MyVQABench: their parser, else their judge prompt (3 tries, then 'A'); hit =
-    can_infer(opt) == answer. Without a judge an unparsed item stays unscored (upstream crashes)."""
-    if rule_set not in ("authors", "judge"):
-        score_mcq(rows, rule_set, lazy)
-        return
-    for r in rows:
-        r.extracted = extract_authors(r.prediction)
-        r.needs_judge = r.extracted is None
-        r.hit = None if r.needs_judge else extract_authors(r.extracted) == r.answer
-
-    def work(judge: J.Judge, i: int, r: Row) -> None:
-        r.extracted = J.judge_authors_option(judge, r.question, r.prediction, index=i)
-        r.hit = extract_authors(r.extracted) == r.answer
-
-    _run_judge(lazy, rows, work)
-
-
-def score_spatial457(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """The authors' Spatial457_occ/L5: every item goes to the strict 1/0 evaluator (one call)."""
-    for r in rows:
-        r.needs_judge = True
-
-    def work(judge: J.Judge, i: int, r: Row) -> None:
-        r.hit, _ = J.judge_authors_verdict(judge, r.question, r.prediction, str(r.answer), index=i)
-
-    _run_judge(lazy, rows, work)
-
-
-def score_qspatial(rows: list[Row], rule_set: str, lazy: _LazyJudge) -> None:
-    """Regex parsing only (run.py gives Q-Spatial no judge); hit = delta_2."""
-    for r in rows:
-        r.extracted = extract("qspatial", r.prediction, r.options, r.question_type)
-        ratio = qspatial_ratio(None if r.extracted is None else float(r.extracted),
-                               qspatial_gold_cm(r.extra, r.answer, r.item_id))
-        r.hit = ratio < 2.0
-
-
-SCORERS: dict[str, Callable[[list[Row], str, _LazyJudge], None]] = {
-    "mme": score_yes_no,
-    "hallusionbench": score_yes_no,
-    "pope": score_yes_no,
-    "mcq": score_mcq,
-    "mmmu": score_mcq,
-    "mmbench_circular": score_circular,
-    "mathvista": score_mathvista,
-    "mmvet": score_mmvet,
-    "kiva": score_kiva,
-    "spatial457": score_spatial457,
-    "qspatial": score_qspatial,
-}
-
-
 def records_json(records: list[dict[str, Any]]) -> str:
-    """The CLI's JSON: {benchmark, metric, value, n} per record (plus run keys when present)."""
-    keep = ("benchmark", "metric", "value", "n", *GROUP_COLUMNS)
+    """The CLI's JSON: {benchmark, metric, value, n, unit, status, note} per record (plus the coverage
+    counts and lists on the coverage record, and run keys when present)."""
+    keep = ("benchmark", "metric", "value", "n", "unit", "status", "note", *COVERAGE_KEYS, *GROUP_COLUMNS)
     return json.dumps([{k: r[k] for k in keep if k in r} for r in records], indent=2)
-
-
-def score_items(benchmark: str, items: list[Item], predictions: list[str],
-                judge: J.JudgeSpec | None = None) -> list[dict[str, Any]]:
-    """Metric records for predictions on loaded items (the pipeline's path; same rules as above)."""
-    spec, label = _resolve_spec(benchmark)
-    rows = [_row_from_item(it, p) for it, p in zip(items, predictions, strict=True)]
-    if spec.metric_suite == "mmmu":
-        for r in rows:
-            _mmmu_preproc(r)
-    return score_and_report(label, spec, rows, judge)[1]

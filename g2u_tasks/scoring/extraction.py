@@ -1,9 +1,8 @@
-"""Answer extraction and per-item scoring, following VLMEvalKit at ca9a644 (after PR #1175).
+"""Answer extraction rules, following VLMEvalKit at ca9a644 (after PR #1175): MCQ `can_infer`,
+`YOrN_Extraction`, the authors' `can_infer`, MathVista `post_check`, Q-Spatial parsing and OCRBench.
 
-See shared/benchmarks.md (project notes) §5.1 (MCQ `can_infer`), §5.2 (`YOrN_Extraction`), §5.3 (the authors'
-`can_infer`), §3.7 (MathVista `post_check`), §3.11 (Q-Spatial parsing) and the appendix (OCRBench).
-No LLM judge is used here: `score` treats a failed MCQ extraction as 'Z' (wrong) and a yes/no 'Unknown'
-as wrong, as VLMEvalKit does under exact matching. The judge lives in `g2u_tasks.scoring.judge`.
+Rules only: the per-item scorers (g2u_tasks.scoring.items) apply them and call the judge
+(g2u_tasks.scoring.judge) where the reference would.
 """
 from __future__ import annotations
 
@@ -95,34 +94,9 @@ def extract_yes_no(prediction: str) -> str:
     return "Unknown"
 
 
-def score(question_type: str, prediction: str, answer: str | None, options: dict[str, str]) -> tuple[str | None, bool]:
-    """(extracted answer, correct) for one item; no judge is consulted."""
-    if question_type == "mcq":
-        extracted = extract_option(prediction, options) or REFUSAL_LETTER  # no judge => 'Z' (wrong)
-        gold = answer.strip() if answer is not None else None
-    elif question_type == "yes_no":
-        extracted = extract_yes_no(prediction)
-        gold = answer.strip().capitalize() if answer is not None else None  # 'yes' / 'YES' -> 'Yes'
-    elif question_type in ("open", "numeric"):
-        # Placeholder until benchmark-specific scorers arrive: exact match after strip + casefold.
-        extracted = str(prediction).strip()
-        gold = answer.strip().casefold() if answer is not None else None
-        return extracted, gold is not None and extracted.casefold() == gold
-    else:
-        raise ValueError(f"unknown question_type: {question_type!r}")
-    return extracted, gold is not None and extracted == gold
-
-
-def accuracy(correct: list[bool]) -> float:
-    """Fraction of correct items in 0..1 (VLMEvalKit report_acc units)."""
-    if not correct:
-        raise ValueError("accuracy of an empty list")
-    return sum(bool(c) for c in correct) / len(correct)
-
-
 # ---- selectable rule sets ------------------------------------------------------------------------
 
-RULE_SETS = ("vlmevalkit", "authors", "judge", "qspatial", "ocr")
+RULE_SETS = ("vlmevalkit", "authors", "judge", "qspatial", "ocr", "lmms-eval")
 _AUTHORS_PUNCT = ".()[],:;!*#{}\"'"  # the authors' list adds both quote marks
 _AUTHORS_REFUSALS = (*REFUSALS, API_FAILURE)
 
@@ -177,7 +151,7 @@ def extract(rule_set: str, prediction: str, options: dict[str, str], question_ty
         return None if value is None else repr(value)
     if rule_set == "ocr":
         return str(prediction)
-    if rule_set == "judge":
+    if rule_set in ("judge", "lmms-eval"):  # lmms-eval rules are per sub-task (unig2u_* below)
         return None
     raise ValueError(f"unknown rule set {rule_set!r}; expected one of {RULE_SETS}")
 
@@ -297,3 +271,81 @@ def ocrbench_hit(prediction: str, answers: list[str] | str, category: str) -> bo
         if gold in text:
             return True
     return False
+
+
+# ---- lmms-eval UniG2U sub-tasks (tasks/unig2u/*/utils.py) ----------------------------------------
+
+RELAXED_TOLERANCE = 0.05  # ChartQA: a number within 5% of a non-zero gold number is right
+
+
+def _relaxed_number(text: str) -> float | None:
+    """Python's float() reading (whitespace, exponents, inf/nan accepted); a trailing % divides by 100."""
+    try:
+        return float(text[:-1].rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
+
+
+def unig2u_relaxed(prediction: str, gold: str) -> bool:
+    """ChartQA relaxed accuracy: both numbers and gold non-zero -> relative error <= 5%; otherwise
+    case-insensitive equality of the unstripped texts."""
+    pred, target = _relaxed_number(prediction), _relaxed_number(gold)
+    if pred is not None and target:
+        return abs(pred - target) / abs(target) <= RELAXED_TOLERANCE
+    return prediction.lower() == gold.lower()
+
+
+_MMSI_NARROWING = (re.compile(r"``([^`]*)``"), re.compile(r"`([^`]*)`"), re.compile(r"\{([^}]*)\}"))
+_MMSI_LETTER = re.compile(r"\b[A-D]\b(?!\s[a-zA-Z])")
+
+
+def unig2u_mmsi_letter(prediction: str) -> str | None:
+    """MMSI-Bench: narrow to the first ``...``, then `...`, then {...} (each applied to what is left),
+    then the first standalone A-D not followed by a space and a letter; None when there is none."""
+    text = prediction
+    for pattern in _MMSI_NARROWING:
+        hit = pattern.search(text)
+        if hit:
+            text = hit.group(1)
+    hit = _MMSI_LETTER.search(text)
+    return hit.group() if hit else None
+
+
+VP_LETTERS = ("A", "B", "C", "D")
+# Tried in order; within a pattern the LAST match that is a valid letter (either case) wins.
+_VP_PATTERNS = (r"Answer:\s*\(([A-Za-z])\)", r"(?<!Final )Answer:\s*([A-Za-z])", r"Answer:\s*([A-Za-z])",
+                r"\(([A-Za-z])\)")
+_VP_PADDED = (r"([A-Za-z])\)", r"\{([A-Za-z])\}", r"\$([A-Za-z])\$", r" ([A-Da-d])\.")  # on " " + stripped
+_VP_SHORT = r" ([A-Da-d])"  # only for a padded reply of at most 5 characters
+
+
+def _last_valid(pattern: str, text: str) -> str | None:
+    return next((m for m in reversed(re.findall(pattern, text)) if m.upper() in VP_LETTERS), None)
+
+
+def unig2u_visualpuzzles_letter(prediction: str, choices: list[str] | None) -> str | None:
+    """VisualPuzzles `parse_response` on the stripped reply: answer markers, bracketed letters, then
+    option texts ("answer: <text>" first, else the option whose text occurs last). The letter keeps
+    its case (the verdict compares lower-cased); None when nothing is found."""
+    text = prediction.strip()
+    for pattern in _VP_PATTERNS:
+        if (found := _last_valid(pattern, text)) is not None:
+            return found
+    padded = " " + text.strip()
+    for pattern in _VP_PADDED:
+        if (found := _last_valid(pattern, padded)) is not None:
+            return found
+    if len(padded) <= 5 and (found := _last_valid(_VP_SHORT, padded)) is not None:
+        return found
+    if not choices:
+        return None
+    lowered = padded.lower()
+    for letter, option in zip(VP_LETTERS, choices):
+        if f"answer: {option}" in lowered or f"answer:{option}" in lowered:
+            return letter
+    best, best_at = None, -1
+    for letter, option in zip(VP_LETTERS, choices):
+        at = padded.rfind(option)
+        if at > best_at:
+            best, best_at = letter, at
+    return best

@@ -24,19 +24,6 @@ R = TypeVar("R")
 
 FAIL_MSG = "Failed to obtain answer via API."
 DEFAULT_MAX_TOKENS = 2048
-# run.py defaults per benchmark, mapped to model ids by build_judge (benchmarks.md §4)
-DEFAULT_JUDGE_MODELS = {
-    "mme": "gpt-3.5-turbo-0125",
-    "hallusionbench": "gpt-3.5-turbo-0125",
-    "pope": "gpt-3.5-turbo-0125",
-    "mcq": "gpt-3.5-turbo-0125",
-    "mmbench_circular": "gpt-3.5-turbo-0125",
-    "mmmu": "gpt-3.5-turbo-0125",
-    "kiva": "gpt-3.5-turbo-0125",
-    "spatial457": "gpt-3.5-turbo-0125",
-    "mmvet": "gpt-4-1106-preview",
-    "mathvista": "gpt-4o-mini-2024-07-18",
-}
 MMVET_MAX_TOKENS = 3
 MATHVISTA_MAX_TOKENS = 128
 
@@ -46,7 +33,7 @@ class JudgeSpec:
     """Where the judge lives. The key is read from the environment variable `api_key_env` only."""
 
     base_url: str
-    model: str | None = None  # None: the reference default for the benchmark (DEFAULT_JUDGE_MODELS)
+    model: str | None = None  # None: the scoring suite's reference judge model
     api_key_env: str = "OPENAI_API_KEY"
     max_retries: int = 2  # HTTP retries per call: run.py gives the judge retry=3 attempts
     timeout_s: float = 300.0  # OpenAIWrapper default
@@ -57,11 +44,11 @@ class JudgeSpec:
 class Judge:
     """One judge model on one endpoint; counts its calls."""
 
-    def __init__(self, spec: JudgeSpec, suite: str, default_model: str | None = None):
-        """Model: spec.model, else `default_model` (the benchmark spec's), else the suite's reference default."""
-        model = spec.model or default_model or DEFAULT_JUDGE_MODELS.get(suite)
+    def __init__(self, spec: JudgeSpec, default_model: str | None = None):
+        """Model: spec.model, else `default_model` (the scoring suite's reference judge)."""
+        model = spec.model or default_model
         if model is None:
-            raise ValueError(f"metric suite {suite!r} has no default judge model; set JudgeSpec.model")
+            raise ValueError("no judge model: set JudgeSpec.model")
         self.model = model
         self.client = OpenAIClient({"base_url": spec.base_url, "api_key_env": spec.api_key_env,
                                     "max_retries": spec.max_retries, "timeout_s": spec.timeout_s,

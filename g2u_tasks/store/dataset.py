@@ -1,4 +1,4 @@
-"""Dataset versions of the thought store (DESIGN §4): list, show, diff, verify; releases: publish, verify.
+"""Dataset versions of the thought store: list, show, diff, verify; releases: publish, verify.
 
 Plain functions over ThoughtStore's public API; the manifest is read through store.manifest() only.
 A release (publish) is a folder, local or on any fsspec URI:
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from g2u_tasks.records import Item, canonical_json, items_table
 from g2u_tasks.store.release_card import release_json, render_card
-from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.store.thought_store import BlobCorruptError, ThoughtStore
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -47,6 +47,7 @@ RELEASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("image_sha256", pa.string()), ("family", pa.string()), ("family_version", pa.string()),
     ("prompt", pa.string()), ("prompt_source", pa.string()), ("generator", pa.string()),
     ("generator_model", pa.string()), ("generator_revision", pa.string()), ("generator_params", pa.string()),
+    ("conditioning", pa.string()),
     ("seed", pa.int64()), ("key_json", pa.string()), ("blob_sha256", pa.string()), ("width", pa.int32()),
     ("height", pa.int32()), ("psnr", pa.float64()), ("ssim", pa.float64()), ("dataset_version", pa.int64()),
     ("question", pa.string()), ("options", pa.string()), ("answer", pa.string()), ("category", pa.string()),
@@ -68,12 +69,11 @@ def _location(store: ThoughtStore, rel: str) -> str:
 
 
 def history_entry(store: ThoughtStore, version: int) -> dict[str, Any]:
-    for entry in store.history():
+    """The commit of `version`, read without the log after it (a damaged newer commit is no obstacle)."""
+    for entry in store.history(version):
         if entry["version"] == version:
             return entry
-    latest = store.version()
-    hint = f"latest is {latest}" if latest is not None else "the store has no manifest yet"
-    raise ValueError(f"no dataset version {version} ({hint})")
+    raise ValueError(f"dataset version {version} has no commit information in {store.root}")
 
 
 def thoughts_at(store: ThoughtStore, version: int) -> pl.DataFrame:
@@ -403,14 +403,23 @@ def _write_shard(store: ThoughtStore, shard: pl.DataFrame, sources: Mapping[str,
     with pq.ParquetWriter(buf, schema, write_statistics=stats) as writer:
         for start in range(0, shard.height, ROWS_PER_GROUP):
             part = shard.slice(start, ROWS_PER_GROUP)
-            blobs = list(pool.map(store.read_blob, part["blob_uri"].to_list()))
-            bad = [tid for tid, sha, b in zip(part["thought_id"], part["blob_sha256"], blobs) if _sha(b) != sha]
+            blobs = list(pool.map(lambda uri: _intact_blob(store, uri), part["blob_uri"].to_list()))
+            bad = [tid for tid, sha, b in zip(part["thought_id"], part["blob_sha256"], blobs)
+                   if b is None or _sha(b) != sha]
             if bad:
                 raise ValueError(f"blob bytes do not match blob_sha256 for thought(s) {', '.join(bad[:5])}; "
                                  "run `g2u dataset verify` before publishing")
             writer.write_table(_arrow_part(part, blobs, sources, schema), row_group_size=ROWS_PER_GROUP)
             tick(part.height)
     return buf.getvalue().to_pybytes()
+
+
+def _intact_blob(store: ThoughtStore, uri: str) -> bytes | None:
+    """A blob's bytes, or None when they do not match its name (reported per thought by the caller)."""
+    try:
+        return store.read_blob(uri)
+    except BlobCorruptError:
+        return None
 
 
 def _read_release_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:

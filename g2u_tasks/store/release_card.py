@@ -25,6 +25,7 @@ COLUMN_DOCS: dict[str, str] = {
     "generator_model": "generator model id (local paths reduced to their last part)",
     "generator_revision": "generator model revision",
     "generator_params": "generator parameters (JSON)",
+    "conditioning": "what the generator conditioned on: source_pixels, source_in_context, text_only, none (identity)",
     "seed": "generation seed",
     "key_json": "canonical JSON of everything that changes the image (the thought key)",
     "blob_sha256": "sha256 of the PNG bytes in `image`",

@@ -1,4 +1,4 @@
-"""Thought store (DESIGN §4): content-addressed blobs, a Delta manifest, run files.
+"""Thought store: content-addressed blobs, a Delta manifest, run files.
 
 Layout under the root (any fsspec URI: file://, bare local path, s3://):
   thoughts/blobs/<sha[:2]>/<sha>.png   written once
@@ -11,10 +11,16 @@ resolved credentials reach deltalake in memory only. Commits MERGE on thought_id
 writers never duplicate an ok row, and retry conflicts with backoff.
 
 The manifest is read with polars.read_delta only: with deltalake 1.6.6 + pyarrow 26,
-DeltaTable.to_pyarrow_table()/to_pandas() can abort the process at exit (FACTS.md).
+DeltaTable.to_pyarrow_table()/to_pandas() can abort the process at exit.
+
+Integrity: a blob's bytes are checked against the sha256 in its name whenever it is read; the
+manifest is opened AT the requested version (so a damaged newer commit does not hide older ones)
+and the commit file of that version is checked, because delta-rs silently accepts some damaged
+commits (an empty file, a mangled action name, a lost line).
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -24,6 +30,8 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,6 +48,10 @@ BLOBS_DIR = "thoughts/blobs"
 MANIFEST_DIR = "thoughts/manifest"
 PENDING_DIR = "thoughts/pending"
 RUNS_DIR = "runs"
+LOG_DIR = f"{MANIFEST_DIR}/_delta_log"
+# Folders where _write_atomic leaves `<name>.tmp-<hex>` files when a writer is killed.
+TEMP_DIRS = (BLOBS_DIR, PENDING_DIR, RUNS_DIR)
+TEMP_GRACE_S = 3600.0  # a temp file younger than this may belong to a live writer
 STATUSES = ("ok", "failed")
 COMMIT_ATTEMPTS = 8  # bounded retry of conflicting commits
 COMMIT_BACKOFF_S = 0.05  # first backoff; doubles per attempt, with jitter
@@ -48,11 +60,52 @@ _MERGE_PREDICATE = "t.thought_id = s.thought_id AND t.status = 'ok'"
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_BLOB_RE = re.compile(rf"^{BLOBS_DIR}/([0-9a-f]{{2}})/([0-9a-f]{{64}})\.png$")
+_TEMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")
+_COMMIT_RE = re.compile(r"(?:^|/)(\d{20})\.json$")
+_DELTA_ACTIONS = {"commitInfo", "protocol", "metaData", "add", "remove", "cdc", "txn", "domainMetadata",
+                  "checkpointMetadata", "sidecar"}
 # Keys delta-rs itself puts in a history entry; anything else is custom commit metadata.
 _HISTORY_KEYS = {
     "version", "timestamp", "operation", "operationParameters", "operationMetrics",
     "engineInfo", "clientVersion", "readVersion", "isBlindAppend", "userMetadata",
 }
+
+
+class StoreIntegrityError(RuntimeError):
+    """Stored bytes are not what was written (bit rot, a torn write, a hand edit)."""
+
+
+class BlobCorruptError(StoreIntegrityError):
+    def __init__(self, blob_uri: str, actual_sha256: str):
+        self.blob_uri, self.actual_sha256 = blob_uri, actual_sha256
+        super().__init__(f"blob {blob_uri} is corrupt: its bytes hash to {actual_sha256}, not to the sha256 in "
+                         "its name (`g2u dataset verify` lists the thoughts that use it)")
+
+
+class ManifestLogError(StoreIntegrityError):
+    """A Delta commit file of the manifest is damaged; versions before it stay readable."""
+
+    def __init__(self, location: str, version: int, problem: str):
+        self.location, self.version, self.problem = location, version, problem
+        if version > 0:
+            todo = (f"Versions 0..{version - 1} are still readable (pin one, e.g. `g2u dataset verify {version - 1}`). "
+                    f"To make {version - 1} the latest again, move this file out of _delta_log (keep a copy); "
+                    "the next materialisation regenerates the thoughts it held.")
+        else:
+            todo = "No earlier version exists: move the manifest folder aside and materialise again."
+        super().__init__(f"manifest commit file {location} (dataset version {version}) is damaged: {problem}. {todo}")
+
+
+class StoreFullError(OSError):
+    """The device (or quota) under the store is full; nothing partial was left behind."""
+
+
+@dataclass(frozen=True)
+class TempFile:
+    path: str  # relative to the store root
+    size: int
+    age_s: float | None  # None when the filesystem reports no modification time
 
 
 def _env(*names: str) -> str | None:
@@ -173,22 +226,37 @@ class ThoughtStore:
         return {**base, **self._delta_extra}
 
     def _write_atomic(self, rel: str, data: bytes) -> None:
-        """Temp file + rename locally; object stores publish a PUT whole anyway."""
-        if self._local is None:
-            self.fs.pipe_file(self._fs_path(rel), data)
-            return
-        final = self.location(rel)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        """Temp file + rename locally; object stores publish a PUT whole anyway.
+
+        A full device or quota becomes one StoreFullError naming the file; the temp file is removed."""
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            if self._local is None:
+                self.fs.pipe_file(self._fs_path(rel), data)
+                return
+            final = self.location(rel)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            finally:
+                if os.path.exists(tmp):
+                    with suppress(OSError):  # best effort; `g2u dataset vacuum` removes leftovers
+                        os.remove(tmp)
+        except OSError as exc:
+            if _is_no_space(exc):
+                raise self._full(rel) from exc
+            raise
+
+    def _full(self, rel: str) -> StoreFullError:
+        exc = StoreFullError(errno.ENOSPC, f"no space left on the device holding the thought store while writing "
+                             f"{self.location(rel)}; nothing partial was kept. Free space under {self.root} and run "
+                             "again: stored blobs and journaled thoughts are reused")
+        exc.filename = self.location(rel)
+        return exc
 
     # ---- blobs -----------------------------------------------------------------
     @staticmethod
@@ -199,7 +267,9 @@ class ThoughtStore:
         """Store bytes under their sha256 (once); return (sha256, blob_uri relative to root)."""
         sha = sha256_hex(bytes(data))
         rel = self.blob_uri(sha)
-        if not self.fs.exists(self._fs_path(rel)):
+        path = self._fs_path(rel)
+        # An existing blob is kept only if intact: writing the same name again repairs a corrupt one.
+        if not self.fs.exists(path) or sha256_hex(self.fs.cat_file(path)) != sha:
             self._write_atomic(rel, bytes(data))
         return sha, rel
 
@@ -209,15 +279,64 @@ class ThoughtStore:
         return self.fs.exists(self._fs_path(self.blob_uri(sha)))
 
     def read_blob(self, blob_uri: str) -> bytes:
-        _check_rel(blob_uri)
-        return self.fs.cat_file(self._fs_path(blob_uri))
+        """A blob's bytes, checked against the sha256 in its name (BlobCorruptError if they differ)."""
+        m = _BLOB_RE.match(blob_uri or "")
+        if not m or not m.group(2).startswith(m.group(1)):
+            raise ValueError(f"not a blob uri ({BLOBS_DIR}/<sha[:2]>/<sha256>.png): {blob_uri!r}")
+        data = self.fs.cat_file(self._fs_path(blob_uri))
+        actual = sha256_hex(data)
+        if actual != m.group(2):
+            raise BlobCorruptError(blob_uri, actual)
+        return data
 
     # ---- manifest --------------------------------------------------------------
-    def _delta_table(self) -> DeltaTable | None:
+    def _delta_table(self, version: int | None = None) -> DeltaTable | None:
+        """The manifest opened AT `version` (latest when None), its commit file checked.
+
+        None when there is no manifest and no version was asked for. Opening at a version reads
+        the log only up to it, so a damaged newer commit does not hide older versions."""
+        if version is not None and version < 0:
+            raise ValueError(f"dataset version must be >= 0, got {version}")
         try:
-            return DeltaTable(self.manifest_uri, storage_options=self.delta_storage_options)
+            dt = DeltaTable(self.manifest_uri, version=version, storage_options=self.delta_storage_options)
         except TableNotFoundError:
+            if version is None:
+                return None
+            raise ValueError(f"dataset version {version} does not exist in {self.root} (latest: None)") from None
+        except DeltaError:
+            self._diagnose_log(version)
+            raise
+        self._check_commit(dt.version())
+        return dt
+
+    def _log_versions(self) -> list[int]:
+        try:
+            names = self.fs.ls(self._fs_path(LOG_DIR), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(int(m.group(1)) for m in map(_COMMIT_RE.search, names) if m)
+
+    def _read_commit(self, version: int) -> bytes | None:
+        try:
+            return self.fs.cat_file(self._fs_path(f"{LOG_DIR}/{version:020d}.json"))
+        except FileNotFoundError:  # cleaned up after a checkpoint
             return None
+
+    def _check_commit(self, version: int) -> None:
+        data = self._read_commit(version)
+        problem = None if data is None else _commit_problem(data)
+        if problem:
+            raise ManifestLogError(self.location(f"{LOG_DIR}/{version:020d}.json"), version, problem)
+
+    def _diagnose_log(self, version: int | None) -> None:
+        """After delta-rs failed to open the manifest: a clear error for a version that does not
+        exist or a damaged commit file; returns (caller re-raises) when neither explains it."""
+        versions = self._log_versions()
+        if version is not None and (not versions or version > versions[-1]):
+            latest = versions[-1] if versions else None
+            raise ValueError(f"dataset version {version} does not exist in {self.root} (latest: {latest})") from None
+        for v in reversed([v for v in versions if version is None or v <= version]):
+            self._check_commit(v)
 
     def version(self) -> int | None:
         dt = self._delta_table()
@@ -228,14 +347,12 @@ class ThoughtStore:
 
         A pinned version is read exactly as committed (time travel); one that does not exist yet
         is an error, never a silent fallback to the latest."""
-        latest = self.version()
-        if version is not None and (latest is None or not 0 <= version <= latest):
-            raise ValueError(f"dataset version {version} does not exist in {self.root} (latest: {latest})")
-        if latest is None:
+        dt = self._delta_table(version)
+        if dt is None:
             return pl.from_arrow(THOUGHTS_SCHEMA.empty_table())
         df = pl.read_delta(
             self.manifest_uri,
-            version=version,
+            version=dt.version(),  # the version just checked, even if a writer commits meanwhile
             storage_options=self.delta_storage_options,
             credential_provider=None,
         )
@@ -270,7 +387,9 @@ class ThoughtStore:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 return self._commit_once(table, operation, metadata)
-            except (CommitFailedError, DeltaError) as exc:
+            except (CommitFailedError, DeltaError, OSError) as exc:
+                if _is_no_space(exc):
+                    raise self._full(MANIFEST_DIR) from exc
                 if not _is_conflict(exc) or attempt == COMMIT_ATTEMPTS:
                     raise
                 wait = COMMIT_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random())
@@ -299,24 +418,63 @@ class ThoughtStore:
         inserted = merge_insert_missing(dt, table, CommitProperties(custom_metadata=custom))
         return dt.version() if inserted else None
 
-    def history(self) -> list[dict[str, Any]]:
-        """Dataset versions, oldest first: version, timestamp, operation, rows, metadata."""
-        dt = self._delta_table()
+    def history(self, version: int | None = None) -> list[dict[str, Any]]:
+        """Dataset versions up to `version` (latest when None), oldest first: version, timestamp,
+        operation, rows, metadata. Read from the commit files themselves: delta-rs numbers the
+        history of a table opened at an older version wrongly."""
+        dt = self._delta_table(version)
         if dt is None:
             return []
         out = []
-        for h in dt.history():
+        for v in range(dt.version() + 1):
+            data = self._read_commit(v)
+            h = _commit_info(data) if data is not None else None
+            if h is None:
+                continue
             metrics = h.get("operationMetrics") or {}
             out.append(
                 {
-                    "version": h["version"],
+                    "version": v,
                     "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
                     "operation": h.get("operation"),
                     "rows": metrics.get("num_added_rows", metrics.get("num_target_rows_inserted")),
                     "metadata": {k: v for k, v in h.items() if k not in _HISTORY_KEYS},
                 }
             )
-        return sorted(out, key=lambda e: e["version"])
+        return out
+
+    # ---- orphan temp files -----------------------------------------------------
+    def temp_files(self) -> list[TempFile]:
+        """`*.tmp-<hex>` files that killed writers left in blobs/, pending/ and runs/."""
+        now, out = time.time(), []
+        for folder in TEMP_DIRS:
+            try:
+                found = self.fs.find(self._fs_path(folder), detail=True)
+            except FileNotFoundError:
+                continue
+            for path, info in found.items():
+                if info.get("type", "file") == "file" and _TEMP_RE.search(path):
+                    mtime = _mtime(info)
+                    rel = path[len(self._base) + 1:] if path.startswith(self._base + "/") else path
+                    out.append(TempFile(rel, int(info.get("size") or 0), None if mtime is None else now - mtime))
+        return sorted(out, key=lambda t: t.path)
+
+    def remove_temp_files(self, older_than_s: float = TEMP_GRACE_S,
+                          dry_run: bool = False) -> tuple[list[TempFile], list[TempFile]]:
+        """(removed, kept) temp files: only those older than the grace period go (a younger one may
+        be a live writer's). Committed blobs and journal entries never match the temp-file name."""
+        removed, kept = [], []
+        for t in self.temp_files():
+            if t.age_s is None or t.age_s < older_than_s:
+                kept.append(t)
+                continue
+            if not dry_run:
+                try:
+                    self.fs.rm_file(self._fs_path(t.path))
+                except FileNotFoundError:  # its writer or another vacuum got there first
+                    pass
+            removed.append(t)
+        return removed, kept
 
     # ---- resume journal --------------------------------------------------------
     @staticmethod
@@ -347,10 +505,11 @@ class ThoughtStore:
                 row = json.loads(self.fs.cat_file(self._fs_path(self._pending_rel(tid))))
                 sha = row["blob_sha256"]
                 ok = row.get("thought_id") == tid and row.get("status") == "ok" and row.get("blob_uri") == self.blob_uri(sha)
-                if ok and sha256_hex(self.read_blob(row["blob_uri"])) == sha:
+                if ok:
+                    self.read_blob(row["blob_uri"])  # exists and matches its sha256, or raises
                     row["created_at"] = datetime.fromisoformat(row["created_at"])
                     out.append(row)
-            except (OSError, ValueError, KeyError, TypeError):  # torn or foreign entry: regenerate
+            except (OSError, ValueError, KeyError, TypeError, StoreIntegrityError):  # torn or foreign: regenerate
                 continue
         return out
 
@@ -448,6 +607,62 @@ def _drop_known(table: pa.Table, known_ok: pl.DataFrame) -> pa.Table:
 def _is_conflict(exc: Exception) -> bool:
     """A lost race with another writer (retry), not a broken write (raise)."""
     return isinstance(exc, CommitFailedError) or "already exists" in str(exc)
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    """A full device or quota, as an OSError or as delta-rs's text."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text
+
+
+def _commit_info(data: bytes) -> dict[str, Any] | None:
+    for line in data.splitlines():
+        with suppress(ValueError):
+            action = json.loads(line)
+            if isinstance(action, dict) and isinstance(action.get("commitInfo"), dict):
+                return action["commitInfo"]
+    return None
+
+
+def _commit_problem(data: bytes) -> str | None:
+    """Why a Delta commit file cannot be what its writer committed; None when it looks whole."""
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        return "it is empty"
+    info, added, counted = None, 0, True
+    for i, line in enumerate(lines, 1):
+        try:
+            action = json.loads(line)
+        except ValueError:
+            return f"line {i} is not valid JSON (a torn write?)"
+        if not (isinstance(action, dict) and len(action) == 1 and next(iter(action)) in _DELTA_ACTIONS
+                and isinstance(next(iter(action.values())), dict)):
+            return f"line {i} is not a Delta action"
+        kind, body = next(iter(action.items()))
+        if kind == "commitInfo":
+            info = body
+        elif kind == "add" and body.get("dataChange", True):
+            try:
+                added += int(json.loads(body.get("stats") or "")["numRecords"])
+            except (ValueError, KeyError, TypeError):
+                counted = False  # no row count in its stats: cannot compare
+    if info is None:
+        return "it has no commitInfo line"
+    metrics = info.get("operationMetrics") or {}
+    expected = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted"))
+    if counted and isinstance(expected, int) and added < expected:
+        return f"its data files hold {added} row(s) but its commitInfo records {expected} added (lines lost?)"
+    return None
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """Modification time (epoch seconds) from an fsspec info dict: local `mtime`, S3 `LastModified`."""
+    value = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _json_default(value: Any) -> Any:

@@ -8,26 +8,35 @@ prompt_source self|planner: each item x seed has a Plan (g2u_tasks.thoughts.plan
 thought of the chosen family with the model-written instruction as prompt; a parse-failed plan
 gives one failed row (recorded once, never generated); a plan that errored or is missing gives a
 placeholder that is never generated (the understanding pass quarantines it).
-Generator param `degrade` (g2u_tasks.backends.generators.degrade): one thought per strength."""
+Generator param `degrade` (g2u_tasks.backends.generators.degrade): one thought per strength.
+identity thoughts are the source image itself (no generator call, generator "identity" in the key:
+the same thought whatever generator is configured, and never degraded).
+gen_seconds: a thought's share of the generator call that made it (see `_generate`).
+conditioning: what the generator conditioned on, as its backend declares it (records.CONDITIONINGS;
+"none" for identity, null for rows that never reached a generator)."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import polars as pl
 import pyarrow as pa
 
-from g2u_tasks.thoughts import planning
+from g2u_tasks.backends.common import isolate_failures
+from g2u_tasks.backends.generators import GenerateRequest
+from g2u_tasks.backends.generators.degrade import Degrade, generate_degraded, parse_degrade, thought_params
+from g2u_tasks.backends.registry import get_generator, get_similarity
 from g2u_tasks.config import ModelSpec, RunConfig
-from g2u_tasks.thoughts.families import EditFamily
-from g2u_tasks.thoughts.fidelity import fidelity, psnr_padded_square
-from g2u_tasks.backends.generators import GenerateRequest, get_generator
-from g2u_tasks.backends.generators.degrade import Degrade, DegradingGenerator, parse_degrade, thought_params
 from g2u_tasks.images import decode, encode_png
-from g2u_tasks.thoughts.planning import Plan
-from g2u_tasks.records import THOUGHTS_SCHEMA, Item, ThoughtSpec, canonical_json
+from g2u_tasks.records import CONDITIONINGS, THOUGHTS_SCHEMA, Item, ThoughtSpec, canonical_json
 from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.thoughts import planning
+from g2u_tasks.thoughts.families import IDENTITY, EditFamily
+from g2u_tasks.thoughts.fidelity import fidelity, psnr_padded_square
+from g2u_tasks.thoughts.planning import Plan
+
+# The key of an identity thought names this in place of the configured generator.
+SOURCE_ONLY = ModelSpec(backend=IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -54,18 +63,25 @@ def plan_thoughts(items: list[Item], families: list[EditFamily], cfg: RunConfig,
     g = cfg.generator
     base_params, degrades = parse_degrade(g.params)
 
-    def spec(item, family, version, prompt, seed, d, chosen=None, plan_id=None) -> ThoughtSpec:
+    def variants(fam: EditFamily | None) -> list[tuple[ModelSpec, dict]]:
+        """(generator, its params in the key) per thought of one family: one per degrade strength;
+        identity is the source itself, keyed without the configured generator (which never sees it)."""
+        if fam is not None and not fam.calls_generator:
+            return [(SOURCE_ONLY, {})]
+        return [(g, thought_params(base_params, d)) for d in degrades]
+
+    def spec(item, family, version, prompt, seed, gen, params, chosen=None, plan_id=None) -> ThoughtSpec:
         return ThoughtSpec(
             benchmark=item.benchmark, item_id=item.item_id, image_sha256=item.image_sha256,
             family=family, family_version=version, prompt=prompt, prompt_source=cfg.prompt_source,
-            generator=g.backend, generator_model=g.model, generator_revision=g.revision,
-            generator_params=thought_params(base_params, d), seed=seed, chosen_family=chosen, plan_id=plan_id,
+            generator=gen.backend, generator_model=gen.model, generator_revision=gen.revision,
+            generator_params=params, seed=seed, chosen_family=chosen, plan_id=plan_id,
         )
 
     if cfg.prompt_source == "template":
         return [
-            PlannedThought(item, fam, spec(item, fam.name, fam.version, fam.render(item), seed, d))
-            for item in items for fam in families for seed in cfg.seeds for d in degrades
+            PlannedThought(item, fam, spec(item, fam.name, fam.version, fam.render(item), seed, gen, params))
+            for item in items for fam in families for seed in cfg.seeds for gen, params in variants(fam)
         ]
     by_name = {f.name: f for f in families}
     version = planning.plan_version(families)
@@ -77,8 +93,8 @@ def plan_thoughts(items: list[Item], families: list[EditFamily], cfg: RunConfig,
             plan = Plan(job.plan_id, planning.MISSING, reason=f"chosen family {plan.family!r} not configured")
         fam = by_name.get(plan.family) if plan.status == planning.OK else None
         prompt = plan.instruction if fam else ""
-        for d in degrades:
-            s = spec(job.item, cfg.prompt_source, version, prompt, job.seed, d,
+        for gen, params in variants(fam):
+            s = spec(job.item, cfg.prompt_source, version, prompt, job.seed, gen, params,
                      fam.name if fam else None, job.plan_id)
             out.append(PlannedThought(job.item, fam, s, plan))
     return out
@@ -112,21 +128,6 @@ def commit_thoughts(store: ThoughtStore, tables: list[pa.Table], planned: list[P
     return committed
 
 
-def materialise(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int,
-                similarity_spec: ModelSpec | None = None) -> dict:
-    """The whole materialisation as one plain, sequential call (flows/ maps the batches instead).
-    similarity_spec: the config's similarity_model (embed_sim per thought), or None."""
-    todo, reused = split_reused(store, planned)
-    todo, recovered = recover_pending(store, todo)
-    tables = [generate_batch(store, gen_spec, todo[i : i + batch_size], similarity_spec)
-              for i in range(0, len(todo), batch_size)]
-    committed = commit_thoughts(store, [recovered, *tables], planned)
-    failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
-    return {"dataset_version": committed if committed is not None else store.version(), "planned": len(planned),
-            "generated": len(todo) - failed, "failed": failed, "reused": reused, "recovered": recovered.num_rows,
-            **plan_summary(planned)}
-
-
 def plan_summary(planned: list[PlannedThought]) -> dict[str, int]:
     """Counts of distinct plans by status (empty for template thoughts)."""
     plans = {p.plan.plan_id: p.plan for p in planned if p.plan is not None}
@@ -156,24 +157,53 @@ def _degrade_of(p: PlannedThought) -> Degrade | None:
     return Degrade(d["kind"], d["strength"]) if d else None
 
 
-def _generate(gen_spec: ModelSpec, batch: list[PlannedThought], sources) -> list:
-    """Generate a batch (degrade applied on top, the backend never sees it); if the batch fails,
-    retry item by item so one bad item fails alone."""
+def _generate(gen_spec: ModelSpec, batch: list[PlannedThought], sources: list) -> tuple[list, list[float]]:
+    """Each thought's image (an Exception where it failed) and its generation cost in seconds.
+
+    identity thoughts are their source, pixel for pixel: no generator call, cost 0. The rest go to
+    the resident generator in one call (degrade applied on top: the backend never sees it); if that
+    call fails, one call per thought so a bad one fails alone. A thought's cost is its share of the
+    call that made it: the call's seconds, timed inside the model's lock (never the wait for other
+    threads' batches), divided over the thoughts that call served."""
+    outputs: list = [None if p.family.calls_generator else src for p, src in zip(batch, sources)]
+    costs = [0.0] * len(batch)
+    todo = [i for i, p in enumerate(batch) if p.family.calls_generator]
+    if not todo:
+        return outputs, costs
     base_params, _ = parse_degrade(gen_spec.params)
-    gen = DegradingGenerator(get_generator(gen_spec.model_copy(update={"params": base_params})))
-    reqs = [GenerateRequest(src, p.spec.prompt, p.spec.seed, p.family) for p, src in zip(batch, sources)]
-    degrades = [_degrade_of(p) for p in batch]
-    keys = [(p.item.ref, p.spec.prompt, p.spec.seed, p.family.name) for p in batch]  # same up to degrade
-    try:
-        return gen.generate(reqs, degrades, keys)
-    except Exception:  # noqa: BLE001 - isolate the failing item below
-        out = []
-        for r, d, k in zip(reqs, degrades, keys):
-            try:
-                out.append(gen.generate([r], [d], [k])[0])
-            except Exception as exc:  # noqa: BLE001
-                out.append(exc)
-        return out
+    gen = get_generator(gen_spec.model_copy(update={"params": base_params}))
+
+    def one_call(idx: list[int]) -> list:
+        seconds = []
+
+        def timed_generate(requests: list[GenerateRequest]) -> list:
+            images, took = gen.timed("generate", requests)
+            seconds.append(took)
+            return images
+
+        reqs = [GenerateRequest(sources[i], batch[i].spec.prompt, batch[i].spec.seed, batch[i].family) for i in idx]
+        degrades = [_degrade_of(batch[i]) for i in idx]
+        keys = [(batch[i].item.ref, batch[i].spec.prompt, batch[i].spec.seed, batch[i].family.name)
+                for i in idx]  # the same up to degrade: generated once
+        images = generate_degraded(timed_generate, reqs, degrades, keys)
+        for i in idx:
+            costs[i] = sum(seconds) / len(idx)
+        return images
+
+    for i, out in zip(todo, isolate_failures(one_call, todo)):
+        outputs[i] = out
+    return outputs, costs
+
+
+def _conditioning(gen_spec: ModelSpec) -> str | None:
+    """What the (already resident) generator conditions on: its backend's declared `conditioning`."""
+    base_params, _ = parse_degrade(gen_spec.params)
+    gen = get_generator(gen_spec.model_copy(update={"params": base_params}))
+    value = getattr(gen, "conditioning", None)
+    if value is not None and value not in CONDITIONINGS:  # undeclared (test fakes): null
+        raise ValueError(f"generator backend {gen_spec.backend!r} declares conditioning {value!r}; "
+                         f"expected one of {', '.join(CONDITIONINGS)}")
+    return value
 
 
 def _embed_sims(spec: ModelSpec | None, sources: list, outputs: list) -> list[float | None]:
@@ -182,9 +212,7 @@ def _embed_sims(spec: ModelSpec | None, sources: list, outputs: list) -> list[fl
     ok = [i for i, out in enumerate(outputs) if not isinstance(out, Exception)]
     if spec is None or not ok:
         return sims
-    from g2u_tasks.backends.similarity import EmbeddingSimilarity
-
-    values = EmbeddingSimilarity.from_spec(spec).similarity([sources[i] for i in ok], [outputs[i] for i in ok])
+    values = get_similarity(spec).similarity([sources[i] for i in ok], [outputs[i] for i in ok])
     for i, v in zip(ok, values):
         sims[i] = v
     return sims
@@ -205,21 +233,22 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
             ready.append(p)
         except Exception as exc:  # noqa: BLE001
             rows.append(_row(p, status="failed", error=f"{p.item.ref}: source image unreadable: {exc}"))
-    t0 = time.perf_counter()
-    outputs = _generate(gen_spec, ready, sources) if ready else []
-    per_item = (time.perf_counter() - t0) / max(len(ready), 1)
+    outputs, costs = _generate(gen_spec, ready, sources) if ready else ([], [])
+    cond = _conditioning(gen_spec) if any(p.family.calls_generator for p in ready) else None
     sims = _embed_sims(similarity_spec, sources, outputs)
-    for p, src, out, sim in zip(ready, sources, outputs, sims):
+    for p, src, out, cost, sim in zip(ready, sources, outputs, costs, sims):
+        conditioning = cond if p.family.calls_generator else "none"
         if isinstance(out, Exception):
-            rows.append(_row(p, status="failed", error=f"{p.item.ref} [{p.spec.family}]: {out}"))
+            rows.append(_row(p, status="failed", error=f"{p.item.ref} [{p.spec.family}]: {out}",
+                             conditioning=conditioning))
             continue
         png = encode_png(out)
         sha, uri = store.put_blob(png)
         psnr, ssim = fidelity(src, out)
         row = _row(
             p, blob_sha256=sha, blob_uri=uri, blob_bytes=len(png), width=out.width, height=out.height,
-            psnr=psnr, ssim=ssim, psnr_gated=psnr_padded_square(src, out), gen_seconds=per_item,
-            embed_sim=sim, status="ok", error=None,
+            psnr=psnr, ssim=ssim, psnr_gated=psnr_padded_square(src, out), gen_seconds=cost,
+            embed_sim=sim, status="ok", error=None, conditioning=conditioning,
         )
         store.put_pending(row)
         rows.append(row)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from g2u_tasks.backends.common import isolate_failures
 from g2u_tasks.config import ModelSpec, RunConfig
 from g2u_tasks.thoughts.families import EditFamily
 from g2u_tasks.images import decode
@@ -161,16 +162,7 @@ def parse_plan(text: str, families: list[EditFamily]) -> tuple[str | None, str |
 # ---- calling the planner -----------------------------------------------------------
 def answer_isolated(understander, requests: list) -> list:
     """Answer a batch; if it fails, answer one by one so a bad request fails alone."""
-    try:
-        return list(understander.answer(requests))
-    except Exception:  # noqa: BLE001
-        out = []
-        for r in requests:
-            try:
-                out.append(understander.answer([r])[0])
-            except Exception as exc:  # noqa: BLE001
-                out.append(exc)
-        return out
+    return isolate_failures(understander.answer, requests)
 
 
 def plan_batch(spec: ModelSpec, families: list[EditFamily], jobs: list[PlanJob]) -> list[Plan]:
@@ -223,15 +215,6 @@ def split_recorded(manifest: pl.DataFrame, items: list[Item], families: list[Edi
     jobs = plan_jobs(items, families, cfg)
     plans = recorded_plans(manifest, jobs)
     return plans, [j for j in jobs if j.plan_id not in plans]
-
-
-def make_plans(store, items: list[Item], families: list[EditFamily], cfg: RunConfig) -> dict[str, Plan]:
-    """Recorded plans plus new ones for the rest (plain, sequential; flows/ batch the same calls)."""
-    plans, todo = split_recorded(store.manifest(), items, families, cfg)
-    spec = planner_spec(cfg)
-    for s in range(0, len(todo), cfg.batch_size):
-        plans.update({p.plan_id: p for p in plan_batch(spec, families, todo[s:s + cfg.batch_size])})
-    return plans
 
 
 def plan_counts(plans: list[Plan]) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""Understanding passes: plan (item x condition x mode x seed), answer in batches, score.
+"""Understanding passes: plan (item x condition x mode x seed), answer in batches; raw outputs only
+(the scoring stage, g2u_tasks.scoring.stage, fills extracted_answer / correct).
 
 Condition = baseline, a family name (template thoughts) or self / planner (self-directed ones)."""
 from __future__ import annotations
@@ -16,7 +17,6 @@ from g2u_tasks.thoughts.planning import answer_isolated
 from g2u_tasks.understanding.prompts import build_request
 from g2u_tasks.warehouse.quarantine import quarantine_row
 from g2u_tasks.records import BASELINE, PREDICTIONS_SCHEMA, Item
-from g2u_tasks.scoring.extraction import score
 from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.backends.understanders import UnderstandRequest, get_understander
 
@@ -102,12 +102,11 @@ def understand_batch(
         if isinstance(out, Exception):
             quarantined.append(_task_quarantine(run_id, t, f"understander failed: {out}"))
             continue
-        extracted, correct = score(t.item.question_type, out, t.item.answer, t.item.options)
         rows.append({
             "run_id": run_id, "benchmark": t.item.benchmark, "item_id": t.item.item_id,
             "condition": t.condition, "mode": t.mode, "seed": t.seed, "thought_id": t.thought_id,
             "understander": understander.name, "prompt": text, "raw_output": out,
-            "extracted_answer": extracted, "answer": t.item.answer, "correct": correct, "gate_passed": gate,
+            "extracted_answer": None, "answer": t.item.answer, "correct": None, "gate_passed": gate,
         })
     return pa.Table.from_pylist(rows, schema=PREDICTIONS_SCHEMA), quarantined
 

@@ -1,10 +1,12 @@
-"""DuckDB warehouse (DESIGN §5): derived from the store, loaded idempotently.
+"""DuckDB warehouse: derived from the store, loaded idempotently.
 
 Each load replaces the rows it supersedes (same key) inside one transaction, so re-running a job
 never duplicates a row."""
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
 import duckdb
@@ -12,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from g2u_tasks.records import SCHEMAS
+from g2u_tasks.warehouse import views
 
 # table -> columns identifying the rows a new load replaces
 REPLACE_KEYS = {
@@ -32,16 +35,94 @@ def table_schema(name: str) -> pa.Schema:
     return schema
 
 
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+# A read-only connection (g2u query, reports) reaches nothing but the warehouse file: no files
+# read or written elsewhere, no ATTACH, no extensions installed or loaded, and the settings locked
+# so that a query cannot turn them back on.
+READ_ONLY_SETTINGS = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "lock_configuration": True,
+}
+LOCK_WAIT_ENV = "G2U_WAREHOUSE_LOCK_WAIT_S"
+DEFAULT_LOCK_WAIT_S = 60.0
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process holds the warehouse's write lock (a notebook, a long `g2u query`, a load)."""
+
+
+class WarehouseWriteError(RuntimeError):
+    """A load that could not be written (disk full, file too large, not writable); nothing was loaded."""
+
+
+def _lock_holder(err: duckdb.Error) -> str | None:
+    """The holder DuckDB names in a lock error: "Conflicting lock is held in PROGRAM (PID N)"."""
+    found = re.search(r"held in (.+?) \(PID (\d+)\)", str(err))
+    return f"PID {found.group(2)} ({Path(found.group(1)).name})" if found else None
+
+
+def _is_lock_error(err: duckdb.Error) -> bool:
+    return "Could not set lock" in str(err) or "Conflicting lock" in str(err)
+
+
+def connect(path: str | Path, read_only: bool = False, lock_wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-write connection (tables created/migrated), or a read-only, sandboxed one.
+
+    A lock held by another process is waited for, up to `lock_wait_s` (default: $G2U_WAREHOUSE_LOCK_WAIT_S
+    or 60 s), retrying with backoff; then WarehouseLockedError names the holder."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.exists():
         raise FileNotFoundError(f"warehouse not found: {path} (run `g2u run` first)")
-    con = duckdb.connect(str(path), read_only=read_only)
-    if not read_only:
-        ensure_tables(con)
+    wait = float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_LOCK_WAIT_S)) if lock_wait_s is None else lock_wait_s
+    deadline, delay = time.monotonic() + wait, 0.25
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_SETTINGS if read_only else {})
+            break
+        except duckdb.IOException as err:
+            if not _is_lock_error(err):
+                raise
+            if time.monotonic() >= deadline:
+                holder = _lock_holder(err) or "another process"
+                raise WarehouseLockedError(f"warehouse {path} is locked by {holder}; waited {wait:g} s "
+                                           f"(set {LOCK_WAIT_ENV} to wait longer)") from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 5.0)
+    try:
+        if not read_only:
+            ensure_tables(con)
+        ensure_views(con, temporary=read_only)
+    except duckdb.Error as err:
+        con.close()
+        if _is_write_failure(err):
+            raise WarehouseWriteError(f"warehouse {path} not writable, nothing was loaded: {_cause(err)}") from err
+        raise
     return con
+
+
+def _is_write_failure(err: BaseException) -> bool:
+    """DuckDB's ways of saying a write did not reach the disk (full device, file size limit, read-only)."""
+    text = str(err).lower()
+    return isinstance(err, (duckdb.IOException, duckdb.TransactionException)) and (
+        "could not write" in text or "no space" in text or "too large" in text or "failed to commit" in text)
+
+
+def _cause(err: BaseException) -> str:
+    return str(err).splitlines()[0].removeprefix("TransactionContext Error: ")
+
+
+def ensure_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> None:
+    """The shared views reports select from (sql/models/); TEMP on a read-only connection."""
+    views.ensure_views(con, {name: table_schema(name) for name in SCHEMAS}, temporary)
+
+
+def require_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The shared views on a connection not opened through `connect`: created as TEMP views when absent."""
+    if not views.have_views(con):
+        ensure_views(con, temporary=True)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -58,14 +139,19 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("_empty")
 
 
-def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFrame]) -> dict[str, int]:
-    """Upsert several tables in one transaction; returns rows written per table."""
+def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFrame],
+         before: list[tuple[str, list]] = ()) -> dict[str, int]:
+    """Upsert several tables in one transaction (after the `before` statements, in it too); returns
+    rows written per table. A write that fails (disk full) raises WarehouseWriteError, loading nothing."""
     written = {}
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, data in tables.items():
-            arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
-            arrow = arrow.select(table_schema(name).names).cast(table_schema(name))
+        for sql, params in before:
+            con.execute(sql, params)
+        tables = {name: (data.to_arrow() if isinstance(data, pl.DataFrame) else data)
+                  .select(table_schema(name).names).cast(table_schema(name)) for name, data in tables.items()}
+        stale = views.affected_runs(con, tables)  # before the rows they compare with are replaced
+        for name, arrow in tables.items():
             con.register("_new", arrow)
             cols = ", ".join(f'"{c}"' for c in arrow.schema.names)
             keys = REPLACE_KEYS[name]
@@ -74,9 +160,15 @@ def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFra
             con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _new")
             con.unregister("_new")
             written[name] = arrow.num_rows
+        views.refresh_runs(con, stale)  # the per-run derived tables reports read, in the same transaction
         con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
+    except Exception as err:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.TransactionException:
+            pass  # a failed COMMIT has already ended the transaction; keep the error that matters
+        if _is_write_failure(err):
+            raise WarehouseWriteError(f"warehouse load not written, nothing was loaded: {_cause(err)}") from err
         raise
     return written
 

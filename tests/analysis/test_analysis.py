@@ -1,4 +1,4 @@
-"""Issue 6 analyses and reports on a synthetic warehouse with planted effects, and on a real end-to-end one.
+"""Analyses and reports on a synthetic warehouse with planted effects, and on a real end-to-end one.
 
 Planted (see `synthetic_warehouse`): detail_enhancement fixes 30% of baseline-wrong items in concat (more at
 higher PSNR), and in replace also breaks 20% of baseline-right ones; context_expansion and identity change
@@ -108,7 +108,7 @@ def synthetic_tables(notes: str | None = None) -> tuple[dict, dict]:
     the fixed families and degraded thoughts; SELF_RUN with baseline and the self-directed thoughts, whose
     parse-failed plans are failed thoughts with a quarantine row and no prediction."""
     plant = _plant()
-    items, thoughts, preds, plans, quarantine = [], [], [], [], []
+    items, thoughts, preds, quarantine = [], [], [], []
 
     def pred(run, bench, i, cond, mode, seed, tid, ok):
         preds.append({"run_id": run, "benchmark": bench, "item_id": str(i), "condition": cond, "mode": mode,
@@ -128,7 +128,6 @@ def synthetic_tables(notes: str | None = None) -> tuple[dict, dict]:
                "plan_status": status, "plan_raw": "{}" if status else None,
                "plan_decoding": "sampled" if status else None}
         thoughts.append(row)
-        plans.append({k: row[k] for k in ("thought_id", "chosen_family", "plan_status", "plan_raw", "plan_decoding")})
         return tid
 
     for bench, p in plant.items():
@@ -174,7 +173,7 @@ def synthetic_tables(notes: str | None = None) -> tuple[dict, dict]:
             for run, day in ((RUN, 1), (SELF_RUN, 2))]
     tables = {"items": items, "thoughts": thoughts, "predictions": predictions, "runs": runs,
               "metrics": pl.concat([metrics, official.select(metrics.columns)]), "quarantine": quarantine}
-    return tables, {"plant": plant, "plans": pl.DataFrame(plans)}
+    return tables, {"plant": plant}
 
 
 def _arrow(name: str, rows) -> pa.Table:
@@ -188,20 +187,8 @@ def load_synthetic(path: Path, notes: str | None = None) -> dict:
     arrow = {name: _arrow(name, rows) for name, rows in tables.items()}
     con = warehouse.connect(path)
     warehouse.load(con, arrow)
-    add_plan_columns(con, extra["plans"])
     con.close()
     return extra
-
-
-def add_plan_columns(con, plans: pl.DataFrame) -> None:
-    """The self-directed columns of the thoughts contract, until records.py carries them."""
-    for col in ("chosen_family", "plan_status", "plan_raw", "plan_decoding"):
-        con.execute(f"ALTER TABLE thoughts ADD COLUMN IF NOT EXISTS {col} VARCHAR")
-    con.register("_plans", plans.to_arrow())
-    con.execute("UPDATE thoughts SET chosen_family = p.chosen_family, plan_status = p.plan_status, "
-                "plan_raw = p.plan_raw, plan_decoding = p.plan_decoding FROM _plans p "
-                "WHERE thoughts.thought_id = p.thought_id")
-    con.unregister("_plans")
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +267,18 @@ def test_gain_ci_recovers_planted_gains(synth):
     assert a["official_metric"] == "Overall" and float(a["official_value"]) == pytest.approx(a["accuracy_pct"] / 100,
                                                                                             abs=1e-4)
     assert a["official_gain"] == 0 and b["official_value"] == "not computed" and b["official_gain"] is None
+    assert (g["n_missing"] == 0).all() and (g["n_paired"] == g["n_items"]).all()  # nothing failed in this run
+
+
+def test_gain_over_baseline_sql_is_gain_ci_on_paired_items(synth):
+    con, data, plant, _ = synth
+    g = A.gain_ci(data).filter((pl.col("benchmark") != "ALL") & (pl.col("degrade_kind") == "none"))
+    sql = reports.run_report(con, "gain_over_baseline", RUN).filter(pl.col("condition") != "baseline")
+    joined = sql.join(g, on=["benchmark", "condition", "mode"], suffix="_py")
+    assert joined.height == sql.height == g.height
+    for col in ("accuracy_pct", "gain_pp", "baseline_pct", "n_paired", "n_missing"):
+        assert (joined[col] == joined[f"{col}_py"]).all(), col
+    assert (joined["n"] == joined["n_items"]).all()
 
 
 def test_degrade_curve_falls_with_strength(synth):
@@ -329,7 +328,7 @@ def test_families_oracle_and_cost(synth):
     for row in sql.iter_rows(named=True):
         py = _row(by_cat, benchmark=row["benchmark"], category=row["category"], mode=row["mode"], family=row["family"])
         assert py["gain_pp"] == row["gain_pp"] and py["n_items"] == row["n_items"]
-    per_item = reports.run_report(con, "oracle_family", RUN).filter(
+    per_item = reports.run_report(con, "oracle_family", RUN, detail=True).filter(
         (pl.col("benchmark") == "BenchA") & (pl.col("mode") == "concat"))
     assert per_item.height == N_ITEMS["BenchA"]
     assert (per_item["oracle_score"] > 0).mean() == pytest.approx((plant["BenchA"]["base"] | plant["BenchA"]["fix"]).mean())
@@ -380,6 +379,9 @@ def test_self_direction_recovers_plant(synth):
         assert row["n_items_with_oracle"] == len(shares)
         assert row["oracle_agreement_pct"] == pytest.approx(100 * np.mean(shares), abs=0.01)
         assert row["n_items"] == sum(bool(c) for b in N_ITEMS for c in parsed[b])
+        # an item whose plans all failed is missing (failed plan); one with a failed seed is paired on the other
+        assert row["missing_failed_plan"] == row["n_missing"] == sum(not c for b in N_ITEMS for c in parsed[b])
+        assert row["n_partial"] == sum(len(c) == 1 for b in N_ITEMS for c in parsed[b]) > 0
     svf = A.self_vs_families(data)
     for bench in ("BenchA", "BenchB"):
         vs_base = _row(svf, benchmark=bench, source="self", mode="concat", versus="baseline")
@@ -510,33 +512,14 @@ def test_cli_report_out_and_list(synth, tmp_path):
 # ---------------------------------------------------------------- a real warehouse
 
 def _run_plain(cfg) -> str:
-    """One run through the pipeline's steps as plain functions (no Prefect); returns its run id."""
-    from datetime import datetime, timezone
+    """One run through the core's stage sequences in this process (no Prefect); returns its run id."""
+    from g2u_tasks.thoughts.stage import materialise_thoughts
+    from g2u_tasks.understanding.stage import run_understanding
+    from g2u_tasks.warehouse.stage import load_run
 
-    from g2u_tasks import jobs
-
-    from g2u_tasks.thoughts import planning
-    from g2u_tasks.thoughts.materialise import materialise, plan_thoughts
-    from g2u_tasks.warehouse.quarantine import quarantine_table
-    from g2u_tasks.records import items_table
-    from g2u_tasks.understanding.understand import plan_understanding, understand_batch
-
-    store = jobs.open_store(cfg)
-    started = datetime.now(timezone.utc)
-    items, quarantined = jobs.screen_items(jobs.load_items(cfg), "pending")
-    families = jobs.families_of(cfg)
-    plans = planning.make_plans(store, items, families, cfg) if cfg.prompt_source != "template" else None
-    planned = plan_thoughts(items, families, cfg, plans)
-    m = materialise(store, cfg.generator, planned, cfg.batch_size)
-    run_id = jobs.run_id_for(cfg, m["dataset_version"])
-    tasks, missing = plan_understanding(items, planned, cfg.modes, store.manifest(m["dataset_version"]), run_id)
-    predictions, bad = understand_batch(store, cfg.understander, run_id, tasks)
-    store.write_run_table(run_id, "items", items_table(items))
-    store.write_run_table(run_id, "predictions", predictions)
-    store.write_run_table(run_id, "quarantine", quarantine_table(quarantined + missing + bad))
-    run = jobs.run_row(cfg, run_id, m["dataset_version"], started, "tiny", "random weights: numbers are not meaningful",
-                       len(items), m["generated"], m["reused"])
-    jobs.validate_and_load(cfg, run_id, m["dataset_version"], run)
+    m = materialise_thoughts(cfg)
+    run_id = run_understanding(cfg, m["dataset_version"], m)
+    load_run(cfg, run_id, m["dataset_version"])
     return run_id
 
 

@@ -26,9 +26,9 @@ def test_generator_is_resident():
     assert get_generator(ModelSpec(backend="reference")) is get_generator(ModelSpec(backend="reference"))
 
 
-def test_identity_returns_source_pixels():
-    src = _scene()
-    out = _gen("identity", src)
+def test_reference_reconstruction_returns_source_pixels():
+    src = _scene()  # the reference generator stands for a perfect one: it reproduces the image exactly
+    out = _gen("reconstruction", src)
     assert np.array_equal(np.asarray(out), np.asarray(src))
     assert fidelity(src, out) == (PSNR_CAP, 1.0)
 

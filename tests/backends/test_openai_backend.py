@@ -21,7 +21,7 @@ from g2u_tasks.backends.generators import GenerateRequest, get_generator
 from g2u_tasks.backends.generators.openai_backend import OpenAIGenerator
 from g2u_tasks.backends.openai_client import OpenAIRequestError
 from g2u_tasks.backends.understanders import UnderstandRequest, get_understander
-from g2u_tasks.backends.understanders.base import clear_understanders
+from g2u_tasks.backends import registry
 from g2u_tasks.backends.understanders.openai_backend import OpenAIUnderstander
 
 SECRET = "sk-test-Zq9SECRETkey0123456789"
@@ -257,13 +257,13 @@ def test_concurrency_bound_respected(state, server):
 def test_registered_backends_and_base_url_from_env(state, server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server + "/v1")
     params = {"api_key_env": KEY_ENV, "backoff_s": 0.01}
-    clear_understanders()
+    registry.clear()
     try:
         u = get_understander(ModelSpec(backend="openai", model="m", params=params))
-        assert isinstance(u, OpenAIUnderstander) and u.answer([UnderstandRequest([], "a z")]) == ["0 - z"]
+        assert isinstance(u.backend, OpenAIUnderstander) and u.answer([UnderstandRequest([], "a z")]) == ["0 - z"]
     finally:
-        clear_understanders()
-    assert isinstance(get_generator(ModelSpec(backend="openai", model="m", params=params)), OpenAIGenerator)
+        registry.clear()
+    assert isinstance(get_generator(ModelSpec(backend="openai", model="m", params=params)).backend, OpenAIGenerator)
 
 
 @pytest.mark.parametrize("result", ["b64_json", "url_relative", "url_other_origin"])

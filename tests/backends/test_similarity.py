@@ -9,7 +9,7 @@ from g2u_tasks.benchmarks.loaders import load_benchmark
 from g2u_tasks.config import ModelSpec, RunConfig
 from g2u_tasks.thoughts.families import load_families
 from g2u_tasks.thoughts.materialise import generate_batch, plan_thoughts
-from g2u_tasks.backends.similarity import EmbeddingSimilarity
+from g2u_tasks.backends.registry import get_similarity
 from g2u_tasks.store.thought_store import ThoughtStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,17 +43,18 @@ def _img(seed: int) -> Image.Image:
 
 
 def test_similarity_identical_and_different(tiny_clip):
-    sim = EmbeddingSimilarity.get(tiny_clip, device="cpu")
+    spec = ModelSpec(backend="transformers", model=tiny_clip, params={"device": "cpu"})
+    sim = get_similarity(spec)
     a, b = _img(0), _img(1)
     same, diff = sim.similarity([a, a], [a.copy(), Image.new("RGB", (48, 40), (255, 0, 0))])
     assert same == pytest.approx(1.0, abs=1e-5)
     assert -1.0 <= diff < 1.0
     assert sim.similarity([], []) == []
     assert sim.similarity([a], [b])[0] < 1.0
-    # one resident instance per (model, revision, device)
-    assert EmbeddingSimilarity.get(tiny_clip, device="cpu") is sim
-    assert EmbeddingSimilarity.from_spec(ModelSpec(backend="transformers", model=tiny_clip,
-                                                   params={"device": "cpu"})) is sim
+    # one resident instance per spec, through the one registry
+    assert get_similarity(spec.model_copy()) is sim and sim.backend.device == "cpu"
+    with pytest.raises(ValueError, match="unknown similarity backend 'clip'"):
+        get_similarity(spec.model_copy(update={"backend": "clip"}))
 
 
 def test_generate_batch_fills_embed_sim(tmp_path, tiny_clip):

@@ -19,7 +19,7 @@ def tiny_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(fresh_understanders):
+def _fresh_cache(fresh_models):
     """Each test loads its own instances (the shared cache is cleared around it)."""
 
 

@@ -26,7 +26,7 @@ def built(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(fresh_understanders):
+def _fresh_cache(fresh_models):
     """Each test loads its own instances (the shared cache is cleared around it)."""
 
 
@@ -98,7 +98,7 @@ def test_oom_halves_until_it_fits(built, monkeypatch):
         prep_threads.append(threading.current_thread().name)
         return real_prepare(b)
 
-    monkeypatch.setattr(und, "_prepare", prepare)
+    monkeypatch.setattr(und.backend, "_prepare", prepare)  # on the backend: the registry's handle forwards reads
     sizes = _fake_oom(und, monkeypatch, limit=2)
     assert und.answer(reqs) == expected
     # 7 fails -> 3 fails -> 1, 2; 4 fails -> 2, 2: every request answered once, in order.

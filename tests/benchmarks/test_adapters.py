@@ -1,11 +1,9 @@
-"""Tests of the benchmark registry (g2u_tasks/benchmark_specs.py), the spec-driven adapters
-(g2u_tasks/adapters.py), the committed fixtures (scripts/make_fixtures.py) and `benchmarks list`."""
+"""Tests of the benchmark table (g2u_tasks/benchmarks/table.py), the declaration-driven loading
+(adapters.py, hooks.py), the committed fixtures (scripts/make_fixtures.py) and `benchmarks list`."""
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,9 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli_benchmarks import benchmarks_app
-from g2u_tasks.benchmarks.adapters import load_benchmark_spec, split_embedded_options
-from g2u_tasks.benchmarks.table import METRIC_SUITES, SPECS, BenchmarkSpec, get_spec, resolve
+from g2u_tasks.benchmarks.adapters import load_benchmark_spec
+from g2u_tasks.benchmarks.hooks import split_embedded_options
+from g2u_tasks.benchmarks.table import SPECS, BenchmarkSpec, get_spec, resolve
+from g2u_tasks.scoring.suites import SUITES
 from g2u_tasks.benchmarks.loaders import load_benchmark
+from tests.benchmarks.fixture_files import assert_script_reproduces
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "benchmarks"
@@ -69,22 +70,30 @@ def same(items_a, items_b, *extra_keys):
 
 
 def test_every_spec_resolves_by_name_and_alias_case_insensitively():
-    assert len(SPECS) == 13 and SPECS[-1].name == "custom"
+    vlmevalkit = [s for s in SPECS if not s.name.startswith("unig2u_")]  # unig2u_*: tests/scoring/test_unig2u.py
+    assert len(vlmevalkit) == 13 and vlmevalkit[-1].name == "custom"
     for spec in SPECS:
         for name in spec.names:
             assert get_spec(name) is spec and get_spec(name.lower()) is spec and get_spec(f" {name.upper()} ") is spec
     assert resolve("spatial457_l5") == (get_spec("Spatial457"), "Spatial457_L5")
     assert resolve("qspatial_scannet")[1] == "QSpatial_scannet"
-    assert {s.metric_suite for s in SPECS} == set(METRIC_SUITES)
+    assert {s.metric_suite for s in SPECS} == set(SUITES)  # every suite scores some benchmark
+    assert all(s.suite is SUITES[s.metric_suite] for s in SPECS)
     with pytest.raises(ValueError, match=r"unknown benchmark 'OCRBenchX'.*MME.*Spatial457_occ"):
         get_spec("OCRBenchX")
 
 
 def test_spec_table_is_validated_and_frozen():
-    with pytest.raises(ValueError, match="'accuracy' not in"):
-        BenchmarkSpec("X", (), ("vlmevalkit-tsv",), "mcq", ("mcq",), "vlmevalkit", "accuracy", "none", None, None)
+    with pytest.raises(ValueError, match="suite must be a ScoringSuite"):
+        BenchmarkSpec(name="X", formats=("vlmevalkit-tsv",), question_type="mcq", suite="accuracy")
     with pytest.raises(ValueError, match="question_types"):
-        BenchmarkSpec("X", (), ("vlmevalkit-tsv",), "mcq", ("mcq", "open"), "vlmevalkit", "mcq", "none", None, None)
+        BenchmarkSpec(name="X", formats=("vlmevalkit-tsv",), question_type="mcq", question_types=("mcq", "open"),
+                      suite=SUITES["mcq"])
+    with pytest.raises(ValueError, match="unknown format"):
+        BenchmarkSpec(name="X", formats=("csv",), question_type="mcq", suite=SUITES["mcq"])
+    with pytest.raises(TypeError):  # keyword arguments only past the name: no positional dozen
+        BenchmarkSpec("X", ("vlmevalkit-tsv",), SUITES["mcq"])
+    assert get_spec("MMBench").question_types == ("mcq",)  # defaulted from question_type
     with pytest.raises(TypeError):
         get_spec("MME").hf_columns["x"] = "y"
     judged = {s.name for s in SPECS if s.judge == "required"}
@@ -123,7 +132,8 @@ def test_every_fixture_file_is_covered():
     data_files = {p.name for p in FIXTURES.glob("*.*")}
     assert data_files == {file for _, file, _, _ in CASES}
     names = {p.stem for p in FIXTURES.glob("*.tsv")}
-    assert {get_spec(n).name for n in names} == {s.name for s in SPECS if s.name != "custom"}  # all twelve
+    assert {get_spec(n).name for n in names} == {s.name for s in SPECS if s.name != "custom"
+                                                 and not s.name.startswith("unig2u_")}  # all twelve
 
 
 # ---------------------------------------------------------------- per benchmark
@@ -332,14 +342,6 @@ def test_prediction_files_follow_the_data(tsv):
 
 
 def test_fixture_script_reproduces_committed_files(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_fixtures.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True)
-    committed = sorted(p.relative_to(FIXTURES) for p in FIXTURES.rglob("*") if p.is_file())
-    assert committed == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    for relative in committed:
-        new, old = tmp_path / relative, FIXTURES / relative
-        if relative.suffix == ".parquet" and pq.read_metadata(new).created_by != pq.read_metadata(old).created_by:
-            assert pq.read_table(new).equals(pq.read_table(old)), relative  # another pyarrow writes other bytes
-        else:
-            assert new.read_bytes() == old.read_bytes(), relative
+    assert_script_reproduces(REPO / "scripts" / "make_fixtures.py", FIXTURES, tmp_path,
+                             skip=("unig2u",))  # made by scripts/make_unig2u_fixtures.py
     assert sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file()) < 1_500_000

@@ -95,7 +95,8 @@ def test_tsv_duplicates_limit_and_forced_question_type(tmp_path):
     path = str(write_tsv(tmp_path / "t.tsv", rows))
     items = load_benchmark("T", path)
     assert [it.item_id for it in items] == ["0", "1", "2", "0", "1"]
-    assert [it.extra.get("load_error") for it in items] == [None, None, None, "duplicate item_id", "duplicate item_id"]
+    assert [it.extra.get("load_error") for it in items] == [
+        None, None, None, "row 4: duplicate item_id '0' (first at row 1)", "row 5: duplicate item_id '1' (first at row 2)"]
     assert all(it.image_error is None for it in items)
 
     limited = load_benchmark("T", path, limit=2, question_type="open")
@@ -160,7 +161,8 @@ def test_jsonl_relative_paths_images_list_and_bad_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     items = by_id(load_benchmark("J", str(path)))
 
-    assert list(items) == ["1", "2", "3", "4"]  # the malformed line is skipped, not fatal
+    assert list(items) == ["1", "2", "3", "row-4", "4"]  # the malformed line is a broken row, not fatal
+    assert items["row-4"].extra["load_error"].startswith("row 4: invalid JSON at line 4")
     assert items["1"].images == (RED,) and items["1"].answer == "No" and items["1"].question_type == "yes_no"
     assert items["2"].images == (RED, GREEN) and items["2"].question_type == "numeric"
     assert items["3"].images == () and items["3"].image_error == "image 0: image file not found: img/missing.png"

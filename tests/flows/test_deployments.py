@@ -173,5 +173,5 @@ def test_stage_entry_points_chain_through_the_store(prefect_harness, tiny_llava,
     loaded = d.validate_and_load_from_config(path, overrides)
     assert loaded["run_id"] == understood["run_id"] and loaded["loaded"]["predictions"] == 2 * 9
     assert "DemoShapes" in d.report_from_config(path, overrides, run_id=understood["run_id"])
-    with pytest.raises(ValueError, match="config key `executor`"):
+    with pytest.raises(ValueError, match="executor.kind: Input should be"):
         d.materialise_from_config(path, ["executor={kind: ray}"])

@@ -11,12 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from g2u_tasks.config import RunConfig
-from g2u_tasks.thoughts.families import BUILTINS
 from g2u_tasks.store.thought_store import ThoughtStore
+from tests.flows.conftest import table_counts
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests/fixtures/benchmarks"
+DEFAULT_FAMILIES = RunConfig.model_fields["families"].default  # what a config without `families` runs
 N_ITEMS = {"DemoShapes": 6, "DemoYesNo": 6, "Broken": 2, "MME": 28, "MMVet": 3}
 N_GOOD = sum(N_ITEMS.values())
 
@@ -61,15 +62,6 @@ def run_env(tmp_path_factory, prefect_harness, tiny_llava):
     return root, cfg, first
 
 
-def _counts(wh: str) -> dict:
-    con = duckdb.connect(wh, read_only=True)
-    try:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-                for t in ("items", "thoughts", "predictions", "metrics", "runs", "quarantine")}
-    finally:
-        con.close()
-
-
 def test_predictions_cover_every_condition(run_env):
     root, cfg, first = run_env
     con = duckdb.connect(cfg["warehouse"], read_only=True)
@@ -78,7 +70,7 @@ def test_predictions_cover_every_condition(run_env):
     con.close()
     n_items = N_ITEMS
     expected = {(b, "baseline", "baseline", n) for b, n in n_items.items()}
-    expected |= {(b, f, m, n) for b, n in n_items.items() for f in BUILTINS for m in ("concat", "replace")}
+    expected |= {(b, f, m, n) for b, n in n_items.items() for f in DEFAULT_FAMILIES for m in ("concat", "replace")}
     assert set(rows) == expected
 
 
@@ -88,8 +80,9 @@ def test_one_ok_thought_per_item_and_family(run_env):
     per = con.execute("""SELECT benchmark, item_id, family, count(*) FILTER (WHERE status = 'ok') AS ok
                          FROM thoughts GROUP BY ALL""").fetchall()
     con.close()
-    assert len(per) == N_GOOD * len(BUILTINS) and all(r[3] == 1 for r in per)
-    assert first["generated"] == N_GOOD * len(BUILTINS) and first["reused"] == 0 and first["dataset_version"] == 0
+    assert len(per) == N_GOOD * len(DEFAULT_FAMILIES) and all(r[3] == 1 for r in per)
+    assert first["generated"] == N_GOOD * len(DEFAULT_FAMILIES)
+    assert first["reused"] == 0 and first["dataset_version"] == 0
 
 
 def test_broken_rows_quarantined_with_reasons(run_env):
@@ -114,7 +107,7 @@ def test_rerun_reuses_everything_and_duplicates_nothing(run_env):
     store = ThoughtStore(cfg["store"])
     blobs = sorted((root / "store/thoughts/blobs").rglob("*.png"))
     stamps = {p: p.stat().st_mtime_ns for p in blobs}
-    before = _counts(cfg["warehouse"])
+    before = table_counts(cfg["warehouse"])
 
     import yaml
     (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
@@ -122,10 +115,10 @@ def test_rerun_reuses_everything_and_duplicates_nothing(run_env):
 
     out = CliRunner().invoke(app, ["run", str(root / "cfg.yaml")])
     assert out.exit_code == 0, out.output
-    assert f"0 thought(s) generated, {N_GOOD * len(BUILTINS)} reused" in out.output
+    assert f"0 thought(s) generated, {N_GOOD * len(DEFAULT_FAMILIES)} reused" in out.output
     assert {p: p.stat().st_mtime_ns for p in sorted((root / "store/thoughts/blobs").rglob("*.png"))} == stamps
     assert store.version() == 0
-    assert _counts(cfg["warehouse"]) == before
+    assert table_counts(cfg["warehouse"]) == before
 
 
 def test_cli_query_and_report(run_env):
@@ -143,6 +136,44 @@ def test_cli_query_and_report(run_env):
     assert "gain_over_baseline" in out.output and "fidelity_by_family" in out.output
     out = runner.invoke(app, ["report", "nope", "-w", cfg["warehouse"]])
     assert out.exit_code != 0 and "unknown report 'nope'" in str(out.exception)
+
+
+HOSTILE_QUERIES = {  # each must be refused by the read-only, sandboxed connection
+    "COPY predictions TO '{out}/copied.csv'": "Permission Error",
+    "SELECT * FROM read_csv('/etc/passwd')": "Permission Error",
+    "SELECT * FROM glob('/root/*')": "Permission Error",
+    "INSTALL httpfs": "Permission Error",
+    "LOAD httpfs": "Permission Error",
+    "ATTACH '{out}/other.duckdb' AS other": "Permission Error",
+    "SET enable_external_access = true": "the configuration has been locked",
+    "DELETE FROM predictions": "read-only",
+}
+
+
+def test_query_is_read_only_and_reports_work_on_the_same_connection(run_env, tmp_path):
+    root, cfg, first = run_env
+    from flows.cli import app
+    from g2u_tasks.analysis import reports
+
+    runner = CliRunner()
+    for sql, says in HOSTILE_QUERIES.items():
+        out = runner.invoke(app, ["query", sql.format(out=tmp_path), "-w", cfg["warehouse"]])
+        lines = out.output.strip().splitlines()
+        assert out.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], \
+            (sql, out.output)
+    assert list(tmp_path.iterdir()) == []  # nothing written outside the warehouse
+    for name in reports.list_reports():  # every report, through the same kind of connection
+        out = runner.invoke(app, ["report", name, "-w", cfg["warehouse"], "-f", "json"])
+        assert out.exit_code == 0, (name, out.output)
+
+
+def test_table_headers_fold_rather_than_truncate(run_env):
+    root, cfg, first = run_env
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["report", "gain_over_baseline", "-w", cfg["warehouse"]])
+    assert out.exit_code == 0 and "missing_" in out.output
+    assert "…" not in out.output  # long names wrap onto the next header line; no letter is cut off
 
 
 def test_official_metrics_per_condition(run_env):

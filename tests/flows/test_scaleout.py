@@ -75,8 +75,8 @@ def _results(cfg: dict) -> dict:
 
 
 def _resident_understanders() -> int:
-    from g2u_tasks.backends.understanders import base
-    return len(base._instances)
+    from g2u_tasks.backends import registry
+    return registry.resident_count("understander")
 
 
 @pytest.mark.slow
@@ -152,6 +152,13 @@ def test_policy_tags_timeout_and_transient_classes():
     t = executor.with_policy(where_task, spec)
     assert "gpu" in t.tags and t.timeout_seconds == 600 and t.retries == 3
     assert t.retry_delay_seconds == [2, 4, 8] and t.retry_jitter_factor == 0.5
+    from prefect.cache_policies import NO_CACHE
+
+    from g2u_tasks.understanding.stage import answer_batch
+
+    plain = executor.with_policy(answer_batch, spec)  # a core batch function gets the same policy
+    assert plain.name == "answer-batch" and plain.fn is answer_batch and plain.retries == 3
+    assert all(x.cache_policy is NO_CACHE and x.persist_result is False for x in (t, plain))
     import httpx
     from botocore.exceptions import ClientError, EndpointConnectionError
     from prefect.task_engine import TaskRunTimeoutError

@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 from g2u_tasks.config import ModelSpec  # noqa: E402
 from g2u_tasks.backends.tiny_models import TINY_BUILDERS  # noqa: E402
 from g2u_tasks.backends.understanders import UnderstandRequest, get_understander  # noqa: E402
-from g2u_tasks.backends.understanders.base import clear_understanders  # noqa: E402
+from g2u_tasks.backends import registry  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -33,9 +33,9 @@ ARCHS = {
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    clear_understanders()
+    registry.clear()
     yield
-    clear_understanders()
+    registry.clear()
     torch.cuda.empty_cache()
 
 

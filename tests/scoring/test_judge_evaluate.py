@@ -1,7 +1,5 @@
 """The LLM judge against a local fake endpoint, and `evaluate_predictions` on files built here."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -10,51 +8,30 @@ import pytest
 
 from g2u_tasks.scoring import evaluate as E
 from g2u_tasks.scoring import judge as J
+from g2u_tasks.scoring.suites import SUITES
 from g2u_tasks.records import Item
+from tests.loopback_chat import ChatServer
 
 
-class FakeJudge:
-    """A deterministic OpenAI-compatible /v1/chat/completions on 127.0.0.1; records every request.
+class FakeJudge(ChatServer):
+    """A deterministic judge endpoint; records every request with its prompt.
 
     `reply(prompt, body)` returns the message text, or an int for an HTTP error status."""
 
     def __init__(self):
-        self.requests: list[dict] = []
+        super().__init__()
         self.reply = lambda prompt, body: "A"
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][0]["content"][0]["text"]
-                fake.requests.append({**body, "prompt": prompt, "auth": self.headers.get("Authorization")})
-                out = fake.reply(prompt, body)
-                status, payload = (out, {"error": "boom"}) if isinstance(out, int) else (
-                    200, {"choices": [{"message": {"role": "assistant", "content": out}}]})
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+    def handle(self, body: dict, auth: str | None) -> str | int:
+        prompt = body["messages"][0]["content"][0]["text"]
+        self.requests.append({**body, "prompt": prompt, "auth": auth})
+        return self.reply(prompt, body)
 
     def spec(self, model: str | None = None) -> J.JudgeSpec:
         return J.JudgeSpec(base_url=self.base_url, model=model, max_retries=0, backoff_s=0.0, concurrency=2)
 
     def graded(self) -> list[dict]:
         return [r for r in self.requests if r["prompt"] != "hello"]  # without the working() probe
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -70,7 +47,7 @@ def fake(monkeypatch):
 def test_mmvet_retries_until_a_float_in_range(fake):
     answers = iter(["great", "1.7", "0.7"])  # unparsable, out of range, ok
     fake.reply = lambda prompt, body: next(answers)
-    judge = J.Judge(fake.spec(), "mmvet")
+    judge = J.Judge(fake.spec(), SUITES["mmvet"].judge_model)
     grade, log = J.judge_mmvet(judge, "What is x?", "-1 <AND> -5", "x = -1")
     assert grade == 0.7 and log == "Succeed"
     assert [r["temperature"] for r in fake.requests] == [0.0, 0.5, 1.0]
@@ -83,7 +60,7 @@ def test_mmvet_retries_until_a_float_in_range(fake):
 
 def test_mmvet_five_failures_score_zero(fake):
     fake.reply = lambda prompt, body: "n/a"
-    judge = J.Judge(fake.spec("my-judge"), "mmvet")
+    judge = J.Judge(fake.spec("my-judge"), SUITES["mmvet"].judge_model)
     grade, log = J.judge_mmvet(judge, "q", "a", "p")
     assert grade == 0.0 and "All 5 retries failed" in log
     assert [r["temperature"] for r in fake.requests] == [0.0, 0.5, 1.0, 1.5, 2.0]
@@ -93,7 +70,7 @@ def test_mmvet_five_failures_score_zero(fake):
 
 def test_mcq_judge_three_tries_then_seeded_random(fake):
     fake.reply = lambda prompt, body: "I cannot say"
-    judge = J.Judge(fake.spec(), "mcq")
+    judge = J.Judge(fake.spec(), SUITES["mcq"].judge_model)
     opts = {"A": "cat", "B": "dog"}
     first = J.judge_option(judge, "What animal", opts, "a pet", "item-7")
     again = J.judge_option(judge, "What animal", opts, "a pet", "item-7")
@@ -110,7 +87,7 @@ def test_mcq_judge_three_tries_then_seeded_random(fake):
 def test_yes_no_judge_up_to_five_calls(fake):
     replies = iter(["Unknown", "maybe", "No."])
     fake.reply = lambda prompt, body: next(replies)
-    judge = J.Judge(fake.spec(), "mme")
+    judge = J.Judge(fake.spec(), SUITES["mme"].judge_model)
     assert J.judge_yes_no(judge, "Is it red", "hard to tell") == "No"
     assert [r["temperature"] for r in fake.requests] == [0.0, 0.5, 1.0]
     fake.reply = lambda prompt, body: "Unknown"
@@ -122,7 +99,7 @@ def test_yes_no_judge_up_to_five_calls(fake):
 def test_mathvista_judge_retries_api_failures(fake):
     replies = iter([500, 500, "14"])  # HTTP errors become VLMEvalKit's failure message, then a retry
     fake.reply = lambda prompt, body: next(replies)
-    judge = J.Judge(fake.spec(), "mathvista")
+    judge = J.Judge(fake.spec(), SUITES["mathvista"].judge_model)
     assert J.judge_mathvista(judge, "Which number is missing?", "It is 14") == "14"
     assert [r["temperature"] for r in fake.requests] == [0.0, 0.5, 1.0]
     assert {r["max_tokens"] for r in fake.requests} == {128}
@@ -132,7 +109,7 @@ def test_mathvista_judge_retries_api_failures(fake):
 
 
 def test_authors_judges(fake):
-    judge = J.Judge(fake.spec(), "spatial457")
+    judge = J.Judge(fake.spec(), SUITES["spatial457"].judge_model)
     fake.reply = lambda prompt, body: "<result>\n1\n</result>\n<think>fine</think>"
     assert J.judge_authors_verdict(judge, "q", "p", "a") == (True, "Succeed")
     fake.reply = lambda prompt, body: "looks right to me"
@@ -320,7 +297,7 @@ def test_evaluate_mmmu_preproc(tmp_path):
 def test_evaluate_parquet_with_data_and_groups(tmp_path, monkeypatch):
     items = {str(i): Item("POPE", str(i), f"Is there a {i}?", {}, ans, "random", "yes_no", "", ())
              for i, ans in enumerate(["Yes", "No"])}
-    monkeypatch.setattr(E, "_load_items", lambda spec, label, path: items)
+    monkeypatch.setattr(E, "load_data", lambda label, path: E.Data(items, {}, list(items)))
     preds = pl.DataFrame({"benchmark": ["POPE"] * 4, "item_id": ["0", "1", "0", "1"],
                           "condition": ["baseline", "baseline", "zoom", "zoom"],
                           "raw_output": ["Yes", "Yes", "yes.", "No"]})
@@ -334,7 +311,7 @@ def test_evaluate_parquet_with_data_and_groups(tmp_path, monkeypatch):
 
 
 def test_unknown_prediction_id_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(E, "_load_items", lambda spec, label, path: {})
+    monkeypatch.setattr(E, "load_data", lambda label, path: E.Data({}, {}, []))
     path = tmp_path / "p.csv"
     pd.DataFrame({"index": [5], "prediction": ["Yes"]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="not in the benchmark data"):
@@ -355,8 +332,11 @@ def test_cli_json(tmp_path):
     res = CliRunner().invoke(app, ["evaluate", "--benchmark", "MMStar", "--predictions", str(path),
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
-    records = json.loads(res.output)
-    assert {"benchmark": "MMStar", "metric": "Overall", "value": 0.5, "n": 4} in records
+    records = {r["metric"]: r for r in json.loads(res.output)}
+    assert {k: records["Overall"][k] for k in ("benchmark", "value", "n", "unit", "status")} == {
+        "benchmark": "MMStar", "value": 0.5, "n": 4, "unit": "fraction", "status": "ok"}
+    assert {k: records["coverage"][k] for k in ("n_expected", "n_predicted", "n_missing", "n_refused")} == {
+        "n_expected": 4, "n_predicted": 4, "n_missing": 0, "n_refused": 0}
     res = CliRunner().invoke(app, ["evaluate", "--benchmark", "MMStar", "--predictions", str(path)])
     assert res.exit_code == 0 and "Overall" in res.output and "judge_fallback" in res.output
 

@@ -4,8 +4,8 @@ import json
 import polars as pl
 import pytest
 
-from g2u_tasks.scoring.suites import METRIC_SUITES, compute
-from g2u_tasks.scoring.evaluate import FRAME_SCHEMA
+from g2u_tasks.scoring.suites import SUITES, get_suite
+from g2u_tasks.scoring.score import FRAME_SCHEMA
 from g2u_tasks.scoring.extraction import extract
 
 OPTS = {"A": "red circle", "B": "blue square", "C": "green triangle", "D": "yellow star"}
@@ -32,7 +32,12 @@ def by_metric(records: list[dict]) -> dict[str, dict]:
     return {r["metric"]: r for r in records}
 
 
-# ---- extraction edge cases under both rule sets (benchmarks.md §5.1-5.3) ----
+def compute(suite: str, scored: pl.DataFrame) -> list[dict]:
+    """The suite's aggregation over already-scored rows."""
+    return get_suite(suite).aggregate(scored)
+
+
+# ---- extraction edge cases under both rule sets  ----
 
 @pytest.mark.parametrize(
     "pred, qtype, vlmevalkit, authors",
@@ -64,10 +69,13 @@ def test_extraction_both_rule_sets(pred, qtype, vlmevalkit, authors):
 
 
 def test_all_suites_registered():
-    assert set(METRIC_SUITES) == {"mme", "hallusionbench", "mmvet", "mcq", "mmbench_circular", "mathvista",
-                                  "kiva", "spatial457", "qspatial", "pope", "mmmu"}
-    with pytest.raises(ValueError):
-        compute("nope", frame([]))
+    assert set(SUITES) == {"mme", "hallusionbench", "mmvet", "mcq", "mmbench_circular", "mathvista",
+                           "kiva", "spatial457", "qspatial", "pope", "mmmu", "unig2u_chartqa", "unig2u_visualpuzzles",
+                           *(f"unig2u_mmsi_{t}" for t in ("attribute_appr", "attribute_meas", "motion_cam",
+                                                          "motion_obj", "msr"))}
+    assert all(s.aggregate is not None and s.item_scorer is not None for s in SUITES.values())
+    with pytest.raises(ValueError, match="unknown scoring suite"):
+        get_suite("nope")
 
 
 # ---- MME ----

@@ -1,6 +1,6 @@
 """Resume after SIGKILL and concurrent writers, with real subprocesses and plain functions (no Prefect).
 
-Each worker materialises a config through g2u_tasks.thoughts.materialise.materialise with a `counting`
+Each worker materialises a config through the stage's own sequence (thoughts.stage.generate_missing) with a `counting`
 generator: the reference operators, optionally slowed down, appending one line per generated
 thought to a counter file (so the test can tell what was regenerated). Racing writers start
 together and hold their first commit until both reached it, so a commit conflict always happens."""
@@ -20,7 +20,7 @@ import pytest
 from g2u_tasks.store.thought_store import ThoughtStore
 
 REPO = Path(__file__).resolve().parents[2]
-FAMILIES = ["identity", "detail_enhancement", "context_expansion", "structural_visualisation"]
+FAMILIES = ["reconstruction", "detail_enhancement", "context_expansion", "structural_visualisation"]  # all call it
 
 WORKER = r"""
 import json, os, sys, time
@@ -29,7 +29,8 @@ from g2u_tasks.config import RunConfig
 from g2u_tasks.thoughts.families import load_families
 from g2u_tasks.backends.generators.base import register_generator
 from g2u_tasks.backends.generators.reference import ReferenceGenerator
-from g2u_tasks.thoughts.materialise import materialise, plan_thoughts
+from g2u_tasks.thoughts.materialise import plan_thoughts
+from g2u_tasks.thoughts.stage import generate_missing
 from g2u_tasks.store.thought_store import ThoughtStore
 import g2u_tasks.store.thought_store as store_mod
 
@@ -67,7 +68,7 @@ if barrier:  # start generating together with the other writer
     open(os.path.join(barrier, f"ready-{os.getpid()}"), "w").close()
     while not os.path.exists(os.path.join(barrier, "go")):
         time.sleep(0.005)
-print(json.dumps(materialise(store, cfg.generator, planned, cfg.batch_size)))
+print(json.dumps(generate_missing(store, cfg.generator, planned, cfg.batch_size)))
 """
 
 

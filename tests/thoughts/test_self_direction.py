@@ -1,9 +1,6 @@
 """Self-directed imagination: the model picks the edit family and writes the instruction."""
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
@@ -15,11 +12,13 @@ from g2u_tasks.config import RunConfig
 from g2u_tasks.thoughts.families import load_families
 from g2u_tasks.backends.generators.reference import crop_zoom
 from g2u_tasks.images import decode
-from g2u_tasks.thoughts.materialise import materialise, plan_thoughts
+from g2u_tasks.thoughts.materialise import plan_thoughts
 from g2u_tasks.thoughts.planning import Plan, parse_plan
+from g2u_tasks.thoughts.stage import generate_missing, self_directed_plans
 from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.understanding.understand import plan_understanding
-from g2u_tasks.backends.understanders.base import clear_understanders
+from g2u_tasks.backends import registry
+from tests.loopback_chat import ChatServer
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = load_families(["detail_enhancement", "context_expansion", "structural_visualisation", "identity"])
@@ -111,15 +110,15 @@ def test_planner_config_is_required_and_self_uses_the_understander():
 
 # ---- self path with the tiny random understander: parse failures recorded -------------------------
 def test_self_with_the_tiny_model_records_parse_failures(tiny_llava, tmp_path, monkeypatch):
-    clear_understanders()
+    registry.clear()
     cfg = _cfg(prompt_source="self", seeds=[0, 1], plan_max_new_tokens=12,
                understander={"backend": "transformers", "model": str(tiny_llava), "params": {"max_new_tokens": 2}})
     store = ThoughtStore(f"file://{tmp_path}/store")
     items = _items()
-    plans = planning.make_plans(store, items, FAMILIES, cfg)
+    plans = self_directed_plans(cfg, store, items, FAMILIES)
     assert len(plans) == 10 and {p.decoding for p in plans.values()} == {"greedy"}
     planned = plan_thoughts(items, FAMILIES, cfg, plans)
-    out = materialise(store, cfg.generator, planned, batch_size=4)
+    out = generate_missing(store, cfg.generator, planned, batch_size=4)
     n_failed = out["plans_parse_failed"]
     assert out["plans_ok"] + n_failed == 10 and out["failed"] == n_failed and out["generated"] == out["plans_ok"]
     rows = store.manifest().filter(pl.col("plan_status") == "parse_failed")
@@ -137,15 +136,15 @@ def test_self_with_the_tiny_model_records_parse_failures(tiny_llava, tmp_path, m
 
     monkeypatch.setattr(planning, "plan_batch", no_call)
     version = store.version()
-    again = plan_thoughts(items, FAMILIES, cfg, planning.make_plans(store, items, FAMILIES, cfg))
-    assert materialise(store, cfg.generator, again, batch_size=4)["failed"] == 0 and store.version() == version
+    again = plan_thoughts(items, FAMILIES, cfg, self_directed_plans(cfg, store, items, FAMILIES))
+    assert generate_missing(store, cfg.generator, again, batch_size=4)["failed"] == 0 and store.version() == version
 
     # the understanding pass quarantines the item x seed with the recorded reason
     tasks, missing = plan_understanding(items, again, ["baseline", "concat"], store.manifest(), "r")
     assert len(missing) == n_failed and all("no usable self thought" in m["reason"] for m in missing)
     assert all("plan parse failed" in m["reason"] for m in missing)
     assert sum(t.condition == "baseline" for t in tasks) == len(items)
-    clear_understanders()
+    registry.clear()
 
 
 # ---- planner path against a local OpenAI-compatible server ------------------------------------------
@@ -157,48 +156,28 @@ ANSWERS = {  # question fragment -> the planner's reply (several formats)
 }
 
 
-class _Planner(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    calls: list[dict] = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Planner.calls.append(body)
-        text = body["messages"][0]["content"][-1]["text"]
-        question = text.split("Question:\n", 1)[1]
-        reply = next((a for k, a in ANSWERS.items() if k in question), "I cannot decide.")
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def _plan_reply(body: dict) -> str:
+    question = body["messages"][0]["content"][-1]["text"].split("Question:\n", 1)[1]
+    return next((a for k, a in ANSWERS.items() if k in question), "I cannot decide.")
 
 
 @pytest.fixture
-def planner_url():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Planner)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    _Planner.calls = []
-    yield f"http://127.0.0.1:{httpd.server_port}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+def planner():
+    server = ChatServer(_plan_reply)
+    yield server
+    server.close()
 
 
-def test_planner_endpoint_chooses_families_per_seed(planner_url, tmp_path, monkeypatch):
+def test_planner_endpoint_chooses_families_per_seed(planner, tmp_path, monkeypatch):
     monkeypatch.delenv("G2U_TEST_PLANNER_KEY", raising=False)
-    clear_understanders()
-    params = {"base_url": planner_url, "api_key_env": "G2U_TEST_PLANNER_KEY", "backoff_s": 0.01, "timeout_s": 5}
+    registry.clear()
+    params = {"base_url": planner.base_url, "api_key_env": "G2U_TEST_PLANNER_KEY", "backoff_s": 0.01, "timeout_s": 5}
     cfg = _cfg(prompt_source="planner", seeds=[0, 1], planner={"backend": "openai", "model": "gpt-x", "params": params})
     store = ThoughtStore(f"file://{tmp_path}/store")
     items = _items()
-    plans = planning.make_plans(store, items, FAMILIES, cfg)
-    assert len(_Planner.calls) == 10  # one call per item x seed
-    body = _Planner.calls[0]
+    plans = self_directed_plans(cfg, store, items, FAMILIES)
+    assert len(planner.requests) == 10  # one call per item x seed
+    body = planner.requests[0]
     assert body["model"] == "gpt-x" and body["max_tokens"] == cfg.plan_max_new_tokens
     assert body["messages"][0]["content"][0]["type"] == "image_url"  # the planner sees the image
     chosen = {(j.item.item_id, j.item.benchmark, j.seed): plans[j.plan_id].family
@@ -211,7 +190,7 @@ def test_planner_endpoint_chooses_families_per_seed(planner_url, tmp_path, monke
     assert {p.planner for p in plans.values()} == {"openai:gpt-x"}
 
     planned = plan_thoughts(items, FAMILIES, cfg, plans)
-    out = materialise(store, cfg.generator, planned, batch_size=3)
+    out = generate_missing(store, cfg.generator, planned, batch_size=3)
     assert (out["generated"], out["failed"], out["plans_ok"], out["plans_parse_failed"]) == (8, 2, 8, 2)
     m = store.manifest()
     ok = m.filter(pl.col("status") == "ok")
@@ -235,8 +214,8 @@ def test_planner_endpoint_chooses_families_per_seed(planner_url, tmp_path, monke
     assert len(edit) == 8 * 2 and {t.condition for t in edit} == {"planner"}
     assert {t.instruction for t in edit if t.item.item_id == "2"} == {"Zoom in on the circles."}
     assert len(missing) == 2 and all("plan parse failed" in q["reason"] for q in missing)
-    assert len(_Planner.calls) == 10
-    clear_understanders()
+    assert len(planner.requests) == 10
+    registry.clear()
 
 
 # ---- schema evolution: manifests written before the plan columns existed ---------------------------

@@ -18,7 +18,8 @@ from g2u_tasks.thoughts.materialise import generate_batch, plan_thoughts
 from g2u_tasks.understanding.prompts import build_request
 from g2u_tasks.records import Item
 from g2u_tasks.store.thought_store import ThoughtStore
-from g2u_tasks.backends.understanders.base import UnderstandRequest, clear_understanders
+from g2u_tasks.backends import registry
+from g2u_tasks.backends.understanders.base import UnderstandRequest
 from g2u_tasks.backends.understanders.transformers_backend import EARLIER_OUTPUT_LABEL, TransformersUnderstander
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,9 +77,9 @@ def test_gate_threshold_and_modes_in_config():
 # ---- concat_conversation ---------------------------------------------------------------
 @pytest.fixture
 def _fresh():
-    clear_understanders()
+    registry.clear()
     yield
-    clear_understanders()
+    registry.clear()
 
 
 def _conversation_request():
@@ -138,8 +139,8 @@ def test_template_rejecting_assistant_images_falls_back_to_a_labelled_user_turn(
 def _degrade_cfg(degrade):
     return RunConfig.model_validate({
         "benchmarks": [{"name": "DemoShapes", "source": str(REPO / "data/demo/DemoShapes.tsv"), "limit": 2}],
-        "understander": {"backend": "transformers", "model": "m"}, "families": ["identity"],
-        "generator": {"backend": "reference", "params": {"degrade": degrade}},
+        "understander": {"backend": "transformers", "model": "m"}, "families": ["reconstruction"],
+        "generator": {"backend": "reference", "params": {"degrade": degrade}},  # degrades a perfect reconstruction
     })
 
 

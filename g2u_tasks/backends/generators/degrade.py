@@ -5,12 +5,13 @@ its own thought: the planner puts `degrade: {kind, strength}` into that thought'
 (so into its key), and one generator traces a fidelity-gain curve. Kinds: `noise` adds gaussian
 noise of sigma `strength` (0-255 units) from an RNG seeded by the thought's seed, so a larger
 strength scales the same pattern; `blur` is a gaussian blur of radius `strength` pixels.
-The backend itself never sees the param: `DegradingGenerator` strips it and post-processes.
+The backend itself never sees the param: materialisation strips it (`parse_degrade`) and
+`generate_degraded` post-processes the backend's output.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -68,21 +69,16 @@ def degrade_image(img: Image.Image, degrade: Degrade, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr + noise), 0, 255).astype(np.uint8))
 
 
-class DegradingGenerator:
-    """Wraps a generator: requests identical up to their degrade are generated once, then degraded."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name = getattr(inner, "name", "generator")
-
-    def generate(self, batch: list, degrades: list[Degrade | None], keys: list) -> list[Image.Image]:
-        """`keys[i]` identifies request i up to its degrade (same key => same undegraded output)."""
-        first: dict = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
-        order = list(first.values())
-        outs = dict(zip(order, self.inner.generate([batch[i] for i in order])))
-        return [
-            outs[first[key]] if d is None else degrade_image(outs[first[key]], d, batch[i].seed)
-            for i, (key, d) in enumerate(zip(keys, degrades))
-        ]
+def generate_degraded(generate: Callable[[list], list[Image.Image]], batch: list, degrades: list[Degrade | None],
+                      keys: list) -> list[Image.Image]:
+    """`generate` once per distinct request (`keys[i]` identifies request i up to its degrade: same
+    key => same undegraded output), then each output degraded as its request asks."""
+    first: dict = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    order = list(first.values())
+    outs = dict(zip(order, generate([batch[i] for i in order])))
+    return [
+        outs[first[key]] if d is None else degrade_image(outs[first[key]], d, batch[i].seed)
+        for i, (key, d) in enumerate(zip(keys, degrades))
+    ]

@@ -1,7 +1,7 @@
 """The `diffusers` generator: any image-edit `DiffusionPipeline`, loaded once, called in batches.
 
 `ModelSpec.model` is a local folder or hub id; `ModelSpec.params` (all optional):
-  dtype                 "float32" | "float16" | "bfloat16" (default: the checkpoint's own)
+  dtype                 "float32" | "float16" | "bfloat16" | "auto" (default: the checkpoint's own)
   device                default "cuda" when available, else "cpu"
   num_inference_steps   passed when set
   guidance_scale        passed when set
@@ -17,7 +17,8 @@ The output keeps the source's aspect ratio: the source is resized to a target si
 multiple of the pipeline's size step (its image processor's `vae_scale_factor`: 8 for SD, 16 for
 FLUX/Qwen/OmniGen), and that size is passed as `height`/`width` (and `max_area`) when accepted.
 Each request gets its own `torch.Generator(device).manual_seed(seed)`, so an item's output does
-not depend on which batch it ran in.
+not depend on which batch it ran in. A pipeline is not thread-safe (its scheduler keeps the step
+index on the object): the registry serialises every call to a resident pipeline.
 """
 from __future__ import annotations
 
@@ -25,28 +26,24 @@ import inspect
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 
-import torch
 from PIL import Image
 
-from g2u_tasks.config import ModelSpec
+from g2u_tasks.backends.common import default_device, fit_to_size, parse_dtype, split_on_oom
 from g2u_tasks.backends.generators.base import GenerateRequest, register_generator
+from g2u_tasks.config import ModelSpec
 
 log = logging.getLogger(__name__)
 
-KNOWN_PARAMS = {
+# Every param this backend reads (the registry refuses others before loading). torch is imported
+# inside the methods so that checking a config does not load it.
+KNOWN_PARAMS = frozenset({
     "dtype", "device", "num_inference_steps", "guidance_scale", "image_guidance_scale",
     "negative_prompt", "resolution", "area", "batch_size", "auto_resize", "call_kwargs",
-}
+})
 # Passed only when set and, for all but the first two, when the pipeline's __call__ takes them.
 _OPTIONAL_CALL_PARAMS = ("num_inference_steps", "guidance_scale", "image_guidance_scale")
-
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
-
 
 @dataclass(frozen=True)
 class CallStyle:
@@ -108,15 +105,6 @@ def target_size(
     return tuple(max(step, math.floor(v * scale / step + 0.5) * step) for v in (src_w, src_h))
 
 
-def parse_dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
-    key = str(name).removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ValueError(f"diffusers generator: unknown dtype {name!r}; known: {', '.join(_DTYPES)}")
-    return _DTYPES[key]
-
-
 def _accepted_kwargs(fn) -> set[str]:
     """Named parameters only: a catch-all **kwargs does not count as accepting anything."""
     skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -124,23 +112,21 @@ def _accepted_kwargs(fn) -> set[str]:
 
 
 class DiffusersGenerator:
+    conditioning = "source_pixels"  # image-edit pipelines take the source image (thoughts.conditioning)
+
     def __init__(self, spec: ModelSpec):
+        import torch
         from diffusers import DiffusionPipeline
 
         params = dict(spec.params)
-        unknown = set(params) - KNOWN_PARAMS
-        if unknown:
-            raise ValueError(
-                f"diffusers generator: unknown params {sorted(unknown)}; known: {', '.join(sorted(KNOWN_PARAMS))}"
-            )
         if not spec.model:
             raise ValueError("diffusers generator needs `model` (a local folder or hub id)")
         self.name = f"diffusers:{spec.model}"
-        self.device = torch.device(params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(default_device(params.get("device")))
 
         load_kwargs = {"revision": spec.revision}
-        dtype = parse_dtype(params.get("dtype"))
-        if dtype is not None:
+        dtype = parse_dtype(params.get("dtype"), "diffusers generator")
+        if dtype not in (None, "auto"):  # auto: the checkpoint's own
             load_kwargs["dtype"] = dtype  # diffusers 0.42: `torch_dtype` is deprecated
         if spec.trust_remote_code:
             load_kwargs["trust_remote_code"] = True
@@ -198,27 +184,16 @@ class DiffusersGenerator:
         for size, idxs in groups.items():
             for start in range(0, len(idxs), step):
                 chunk = idxs[start : start + step]
-                for i, img in zip(chunk, self._run([batch[i] for i in chunk], size)):
+                images = split_on_oom(partial(self._call, size=size), [batch[i] for i in chunk], self.name)
+                for i, img in zip(chunk, images):
                     out[i] = img
         return out
 
-    def _run(self, reqs: list[GenerateRequest], size: tuple[int, int]) -> list[Image.Image]:
-        """Call the pipeline; on CUDA OOM, split the batch in halves down to single items."""
-        try:
-            return self._call(reqs, size)
-        except torch.cuda.OutOfMemoryError:
-            if len(reqs) == 1:
-                raise
-        # Outside the except block, so the failed call's tensors can be freed.
-        log.warning("%s: CUDA out of memory at batch %d; splitting", self.name, len(reqs))
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(reqs) // 2
-        return self._run(reqs[:half], size) + self._run(reqs[half:], size)
-
     def _call(self, reqs: list[GenerateRequest], size: tuple[int, int]) -> list[Image.Image]:
+        import torch
+
         w, h = size
-        images = [_fit(r.image, size) for r in reqs]
+        images = [fit_to_size(r.image, size, "stretch") for r in reqs]
         kwargs = dict(self.fixed_kwargs)
         kwargs["prompt"] = [self.style.prompt_prefix + r.prompt for r in reqs]
         kwargs[self.style.image_arg] = [[im] for im in images] if self.style.nested_images else images
@@ -241,11 +216,4 @@ class DiffusersGenerator:
         return [im.convert("RGB") for im in result]
 
 
-def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    image = image.convert("RGB")
-    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
-
-
-@register_generator("diffusers")
-def _make(spec: ModelSpec) -> DiffusersGenerator:
-    return DiffusersGenerator(spec)
+register_generator("diffusers", KNOWN_PARAMS)(DiffusersGenerator)

@@ -3,7 +3,8 @@
 They are controls, not models: crop-zoom (detail enhancement), border outpainting by reflection
 (context expansion), an edge/structure map (structural visualisation) and identity. The family's
 YAML names the operator and its parameters under `reference:`. The prompt and seed are part of the
-thought key but do not change these operators' output.
+thought key but do not change these operators' output. The spec takes no params of its own (only
+the generic `degrade`): any other key is refused, never silently keyed into the thoughts.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ OPERATORS = {"crop_zoom": crop_zoom, "border_outpaint": border_outpaint, "edge_m
 
 
 class ReferenceGenerator:
+    conditioning = "source_pixels"  # operators on the source image (thoughts.conditioning)
+
     def __init__(self, spec: ModelSpec):
         self.name = "reference"
 

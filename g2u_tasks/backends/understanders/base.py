@@ -1,14 +1,13 @@
-"""Understander protocol, backend registry and the per-process resident instance cache."""
+"""Understander interface: `answer(batch of UnderstandRequest) -> texts`. Loading and the resident
+cache live in g2u_tasks.backends.registry."""
 from __future__ import annotations
 
-import importlib
-import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Iterable, Protocol
 
 from PIL import Image
 
-from g2u_tasks.config import ModelSpec
+from g2u_tasks.backends import registry
 
 
 @dataclass
@@ -50,53 +49,10 @@ class Understander(Protocol):
     def answer(self, batch: list[UnderstandRequest]) -> list[str]: ...
 
 
-# Backends register themselves on import; modules listed here are imported on first use.
-_BACKENDS: dict[str, Callable[[ModelSpec], Understander]] = {}
-_BACKEND_MODULES = {
-    "transformers": "g2u_tasks.backends.understanders.transformers_backend",
-    "openai": "g2u_tasks.backends.understanders.openai_backend",
-    "janus": "g2u_tasks.backends.unified.janus",
-    "bagel": "g2u_tasks.backends.unified.bagel",
-}
-
-_instances: dict[str, Understander] = {}
-_lock = threading.RLock()
+def register_backend(name: str, params: Iterable[str] = ()):
+    """Decorator: `@register_backend("x", params=...)` makes understander backend "x" build it from a
+    ModelSpec; `params`: every key it reads from spec.params."""
+    return registry.register("understander", name, params)
 
 
-def register_backend(name: str):
-    """Class/factory decorator: `@register_backend("x")` makes backend "x" build it from a ModelSpec."""
-
-    def deco(factory):
-        _BACKENDS[name] = factory
-        return factory
-
-    return deco
-
-
-def known_backends() -> list[str]:
-    return sorted(set(_BACKENDS) | set(_BACKEND_MODULES))
-
-
-def _factory(backend: str) -> Callable[[ModelSpec], Understander]:
-    if backend not in _BACKENDS and backend in _BACKEND_MODULES:
-        importlib.import_module(_BACKEND_MODULES[backend])
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown understander backend {backend!r}; known: {known_backends()}")
-    return _BACKENDS[backend]
-
-
-def get_understander(spec: ModelSpec) -> Understander:
-    """One loaded instance per process per spec (kept resident across batches)."""
-    key = spec.cache_key()
-    with _lock:
-        inst = _instances.get(key)
-        if inst is None:
-            inst = _factory(spec.backend)(spec)
-            _instances[key] = inst
-        return inst
-
-
-def clear_understanders() -> None:
-    """Drop resident instances (tests, memory pressure)."""
-    with _lock:
-        _instances.clear()
+get_understander = registry.get_understander

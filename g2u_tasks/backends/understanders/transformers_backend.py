@@ -3,6 +3,11 @@
 Serves LLaVA(-1.5, -OneVision), Qwen2.5-VL, Qwen3-VL, InternVL, Idefics3/SmolVLM, Gemma 3, ...:
 several images per prompt, greedy decoding, left-padded chunks bucketed by size, the next chunk's
 preprocessing overlapped with the current chunk's generation, and CUDA out-of-memory halving.
+
+`share_prefix` (default off, opt-in): prompts of a batch that begin with the same image (an item's
+baseline and concat prompts) are chunked together and continue from one shared prefix
+(prefix_sharing.py); greedy fp32 answers are the same as without it. Off by default because on an
+H200 it is still slower than the plain path (docs/PERFORMANCE.md, "Shared prefix").
 """
 from __future__ import annotations
 
@@ -10,34 +15,24 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from g2u_tasks.config import ModelSpec
+from g2u_tasks.backends.common import default_device, parse_dtype, split_on_oom
 from g2u_tasks.backends.tiny_models import ensure_model, read_model_card
+from g2u_tasks.backends.understanders import prefix_sharing
 from g2u_tasks.backends.understanders.base import Turn, UnderstandRequest, register_backend
+from g2u_tasks.config import ModelSpec
 
 # Fallback when the chat template cannot show images in an assistant turn: the assistant turn keeps
 # a text stand-in and its images open the next user turn under this label.
 EARLIER_OUTPUT_TEXT = "Here is the edited image."
 EARLIER_OUTPUT_LABEL = "The image above is the edited image you produced in your previous turn."
-
-_DTYPES = {
-    "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "float32": "float32",
-}
+PARAMS = frozenset({"max_new_tokens", "batch_size", "device", "dtype", "attn_implementation", "share_prefix"})
 
 
-def _dtype(name: str):
-    import torch
-
-    if name == "auto":
-        return "auto"
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; use auto, bfloat16, float16 or float32")
-    return getattr(torch, _DTYPES[name])
-
-
-@register_backend("transformers")
+@register_backend("transformers", PARAMS)
 class TransformersUnderstander:
+    """Not thread-safe: the registry serialises its calls."""
+
     def __init__(self, spec: ModelSpec):
-        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         params = dict(spec.params)
@@ -47,11 +42,14 @@ class TransformersUnderstander:
         self.notes = "random weights: numbers are not meaningful" if card and card.get("random_weights") else None
         self.max_new_tokens = int(params.get("max_new_tokens", 16))
         self.batch_size = max(1, int(params.get("batch_size", 8)))
-        self.device = params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(params.get("device"))
+        share = params.get("share_prefix", False)
+        if not isinstance(share, bool):
+            raise ValueError(f"transformers understander: share_prefix must be true or false, got {share!r}")
 
         common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         self.processor = AutoProcessor.from_pretrained(self.model_path, **common)
-        model_kwargs = {"dtype": _dtype(params.get("dtype", "auto"))}
+        model_kwargs = {"dtype": parse_dtype(params.get("dtype", "auto"), "transformers understander")}
         if params.get("attn_implementation"):
             model_kwargs["attn_implementation"] = params["attn_implementation"]
         self.model = AutoModelForImageTextToText.from_pretrained(self.model_path, **common, **model_kwargs)
@@ -61,8 +59,11 @@ class TransformersUnderstander:
         tok.padding_side = "left"  # decoder-only generation needs left padding (also passed per call)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        self._lock = threading.Lock()  # one answer() at a time per instance
         self._proc_lock = threading.Lock()  # the processor/tokenizer is used from two threads
+        config = self.model.config
+        self.image_token_id = getattr(config, "image_token_id", None)
+        self.share_prefix = bool(share and self.image_token_id is not None
+                                 and config.model_type in prefix_sharing.SHARED_MODEL_TYPES)
         self.assistant_images = self._template_shows_assistant_images()
 
     # ---- message building ------------------------------------------------------
@@ -122,9 +123,22 @@ class TransformersUnderstander:
                 add_special_tokens=add_special_tokens, return_tensors="pt",
             )
 
-    def _generate(self, inputs) -> list[str]:
+    def _gen_kwargs(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": False,
+                "pad_token_id": self.processor.tokenizer.pad_token_id}
+
+    def _decode(self, new_tokens) -> list[str]:
+        with self._proc_lock:
+            decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [d.strip() for d in decoded]
+
+    def _generate(self, inputs, batch: list[UnderstandRequest] | None = None) -> list[str]:
         import torch
 
+        if batch is not None and self.share_prefix:
+            shared = self._generate_shared(inputs, batch)
+            if shared is not None:
+                return shared
         # Floats to the model dtype, everything to the device; a new dict so `inputs` stays on the CPU.
         feats = {
             k: v.to(self.device, dtype=self.model.dtype if v.is_floating_point() else None)
@@ -132,37 +146,39 @@ class TransformersUnderstander:
             for k, v in inputs.items()
         }
         with torch.inference_mode():
-            out = self.model.generate(
-                **feats, max_new_tokens=self.max_new_tokens, do_sample=False,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-            )
-        new_tokens = out[:, feats["input_ids"].shape[1]:].cpu()
-        with self._proc_lock:
-            decoded = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-        return [d.strip() for d in decoded]
+            out = self.model.generate(**feats, **self._gen_kwargs())
+        return self._decode(out[:, feats["input_ids"].shape[1]:].cpu())
 
-    def _answer_chunk(self, batch: list[UnderstandRequest], inputs=None) -> list[str]:
-        """Generate one chunk; on CUDA OOM free the cache and retry each half, down to one item."""
-        import torch
+    def _generate_shared(self, inputs, batch: list[UnderstandRequest]) -> list[str] | None:
+        """Answers with shared prefixes; None when this chunk has none to share (or a layout the
+        sharing does not read): then the plain batch runs."""
+        rows = prefix_sharing.rows_from_inputs(inputs, [len(r.images) for r in batch], _share_keys(batch))
+        if rows is None:
+            return None
+        new = prefix_sharing.generate_shared(self.model, rows, self.processor.tokenizer.pad_token_id,
+                                             self.image_token_id, self._gen_kwargs())
+        return None if new is None else self._decode(new)
 
-        try:
-            return self._generate(inputs if inputs is not None else self._prepare(batch))
-        except torch.cuda.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-        # Outside the except block: the failed attempt's GPU tensors are released by now.
-        inputs = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(batch) // 2
-        return self._answer_chunk(batch[:half]) + self._answer_chunk(batch[half:])
+    def _answer_chunk(self, batch: list[UnderstandRequest], inputs) -> list[str]:
+        """Generate one chunk from its prefetched inputs; on CUDA OOM, each half is prepared anew."""
+        prefetched = [inputs]
+
+        def call(chunk: list[UnderstandRequest]) -> list[str]:
+            return self._generate(prefetched.pop() if prefetched else self._prepare(chunk), chunk)
+
+        return split_on_oom(call, batch, self.name)
+
+    def _chunks(self, batch: list[UnderstandRequest]) -> list[list[int]]:
+        if self.share_prefix:
+            return prefix_sharing.chunks_by_key(_share_keys(batch), self.batch_size)
+        # Bucket by size (image count, prompt length) to limit padding.
+        order = sorted(range(len(batch)), key=lambda i: (len(batch[i].images), len(batch[i].prompt)))
+        return [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
 
     def answer(self, batch: list[UnderstandRequest]) -> list[str]:
-        # Bucket by size (image count, prompt length) to limit padding; restore input order after.
-        order = sorted(range(len(batch)), key=lambda i: (len(batch[i].images), len(batch[i].prompt)))
-        chunks = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        chunks = self._chunks(batch)  # answers go back in input order
         answers: list[str | None] = [None] * len(batch)
-        with self._lock, ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2u-prep") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="g2u-prep") as pool:
             # The worker preprocesses chunk k+1 while this thread generates chunk k.
             pending = pool.submit(self._prepare, [batch[i] for i in chunks[0]]) if chunks else None
             for k, idx in enumerate(chunks):
@@ -172,3 +188,10 @@ class TransformersUnderstander:
                 for i, text in zip(idx, self._answer_chunk([batch[i] for i in idx], inputs)):
                     answers[i] = text
         return answers  # type: ignore[return-value]
+
+
+def _share_keys(batch: list[UnderstandRequest]) -> list:
+    """Per request the identity of its first image (None without images): requests that may share a
+    prefix. The token check in prefix_sharing decides what they really share."""
+    return [id(r.images[0]) if r.images else None for r in batch]
+

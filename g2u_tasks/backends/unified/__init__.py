@@ -1,10 +1,4 @@
 """Unified models: one loaded network that both generates visual thoughts and answers questions."""
-from g2u_tasks.backends.unified.base import (
-    UnifiedBackend,
-    clear_unified,
-    fit_to_source,
-    get_unified,
-    register_unified,
-)
+from g2u_tasks.backends.unified.base import UnifiedBackend, get_unified, register_unified
 
-__all__ = ["UnifiedBackend", "clear_unified", "fit_to_source", "get_unified", "register_unified"]
+__all__ = ["UnifiedBackend", "get_unified", "register_unified"]

@@ -9,20 +9,17 @@ images, `inferencer.interleave_inference([img1, img2, question], understanding_o
 BAGEL is not a pip package. To use the official loader: clone the repo, `pip install -r
 requirements.txt` (+ flash_attn), put the repo root on PYTHONPATH (it provides the top-level modules
 `inferencer`, `data`, `modeling`), download the weights (e.g. BAGEL-7B-MoT) and set `model` to that
-folder. `params.inferencer` ("module:callable", default "g2u_tasks.backends.unified.bagel:load_official")
-names the factory called as `factory(model_path, **params.inferencer_kwargs)`; point it at your own
-factory to load differently (tests inject a stand-in this way). The official inferencer decodes on
-CUDA only.
+folder. The backend always loads through `load_official` (no config value names code to import: a
+config is data, and a "module:callable" param would let it run any function). The official
+inferencer decodes on CUDA only.
 
-Params: load: inferencer, inferencer_kwargs. Roles: think (false), max_new_tokens (64, answers),
+Params: load: max_memory_gib (80, per GPU). Roles: think (false), max_new_tokens (64, answers),
 fit ("crop"; BAGEL keeps the source aspect, this only snaps to the exact source size),
 generate_kwargs / answer_kwargs (override the app.py defaults below). Seeds: the global torch RNG is
 seeded per request inside `torch.random.fork_rng`, so requests are reproducible one by one.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
 from PIL import Image
@@ -31,9 +28,9 @@ from g2u_tasks.config import ModelSpec
 from g2u_tasks.backends.generators.base import GenerateRequest
 from g2u_tasks.backends.tiny_models import ensure_model
 from g2u_tasks.backends.understanders.base import UnderstandRequest
-from g2u_tasks.backends.unified.base import UnifiedBackend, fit_to_source, register_unified
+from g2u_tasks.backends.common import fit_to_size
+from g2u_tasks.backends.unified.base import UnifiedBackend, register_unified
 
-DEFAULT_FACTORY = "g2u_tasks.backends.unified.bagel:load_official"
 # The official app.py's image-editing and understanding defaults.
 EDIT_DEFAULTS = {"cfg_text_scale": 4.0, "cfg_img_scale": 2.0, "cfg_interval": [0.0, 1.0], "timestep_shift": 3.0,
                  "num_timesteps": 50, "cfg_renorm_min": 0.0, "cfg_renorm_type": "text_channel"}
@@ -42,24 +39,8 @@ ANSWER_DEFAULTS = {"do_sample": False, "text_temperature": 0.3}
 INSTALL_HINT = (
     "BAGEL's inference code is not installed: clone https://github.com/ByteDance-Seed/Bagel, "
     "`pip install -r requirements.txt` (and flash_attn), and put the repo root on PYTHONPATH so that "
-    "`import inferencer` works; set the spec's `model` to the downloaded weights folder (e.g. BAGEL-7B-MoT). "
-    "To load it another way, set params.inferencer to a 'module:callable' factory that takes the model "
-    "path (plus params.inferencer_kwargs) and returns an object with InterleaveInferencer's __call__."
+    "`import inferencer` works; set the spec's `model` to the downloaded weights folder (e.g. BAGEL-7B-MoT)."
 )
-
-
-def _import_factory(path: str):
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"bagel: params.inferencer must be 'module:callable', got {path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"bagel: cannot import inferencer factory module {module_name!r}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"bagel: {path!r} is not a callable")
-    return factory
 
 
 def load_official(model_path: str, max_memory_gib: int = 80) -> Any:
@@ -114,7 +95,9 @@ def load_official(model_path: str, max_memory_gib: int = 80) -> Any:
 
 @register_unified("bagel")
 class BagelBackend(UnifiedBackend):
-    load_params = ("inferencer", "inferencer_kwargs")
+    conditioning = "source_pixels"  # VAE + ViT tokens of the source in context (thoughts.conditioning)
+    load_params = ("max_memory_gib",)
+    role_params = ("think", "max_new_tokens", "fit", "generate_kwargs", "answer_kwargs")
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
@@ -129,12 +112,9 @@ class BagelBackend(UnifiedBackend):
 
     @classmethod
     def load(cls, spec: ModelSpec) -> Any:
-        path = spec.params.get("inferencer") or DEFAULT_FACTORY
-        if path == DEFAULT_FACTORY and importlib.util.find_spec("inferencer") is None:
-            raise ImportError(INSTALL_HINT)
-        return _import_factory(path)(ensure_model(spec), **spec.params.get("inferencer_kwargs", {}))
+        return load_official(ensure_model(spec), int(spec.params.get("max_memory_gib", 80)))
 
-    def _generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
+    def generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
         import torch
 
         out = []
@@ -145,10 +125,10 @@ class BagelBackend(UnifiedBackend):
                                          **self.generate_kwargs)
             if not isinstance(result.get("image"), Image.Image):
                 raise RuntimeError(f"bagel: inferencer returned no image for prompt {req.prompt[:60]!r}")
-            out.append(fit_to_source(result["image"], req.image.size, self.fit))
+            out.append(fit_to_size(result["image"], req.image.size, self.fit))
         return out
 
-    def _answer(self, batch: list[UnderstandRequest]) -> list[str]:
+    def answer(self, batch: list[UnderstandRequest]) -> list[str]:
         return [self._answer_one(req) for req in batch]
 
     def _answer_one(self, req: UnderstandRequest) -> str:

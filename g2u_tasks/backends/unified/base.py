@@ -1,81 +1,61 @@
 """One resident unified model serving both roles (generator and understander).
 
-`get_generator(spec)` and `get_understander(spec)` each keep one *role object* per full spec. A
-unified backend's role objects share the heavy part through `get_unified(spec, loader)`, keyed by
-what changes loading only: backend, model, revision, build, trust_remote_code and the backend's
-load params (e.g. dtype, device). Role params (max_new_tokens, cfg weight, ...) stay out of the key,
-so a config whose generator and understander name the same model loads it once. Load params must
-match in both specs (or be omitted in both) for the model to be shared.
+The registry keeps one *role object* per role per full spec. A unified backend's role objects share
+the heavy part through `get_unified(spec, loader)`, keyed by what changes loading only: backend,
+model, revision, build, trust_remote_code and the backend's load params (e.g. dtype, device). Role
+params (max_new_tokens, cfg weight, ...) stay out of the key, so a config whose generator and
+understander name the same model loads it once, and both roles' calls take that model's one lock.
+Load params must match in both specs (or be omitted in both) for the model to be shared.
 
-Adding a unified model is one module: subclass `UnifiedBackend`, implement `load`, `_generate`
-and `_answer`, and decorate the class with `@register_unified("<backend>")`.
+Adding a unified model is one module: subclass `UnifiedBackend`, declare `load_params` and
+`role_params` (together every param it reads), implement `load`, `generate` and `answer`, and
+decorate the class with `@register_unified("<backend>")`.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from PIL import Image, ImageOps
+from PIL import Image
 
+from g2u_tasks.backends import registry
+from g2u_tasks.backends.generators.base import GenerateRequest
+from g2u_tasks.backends.understanders.base import UnderstandRequest
 from g2u_tasks.config import ModelSpec
-from g2u_tasks.backends.generators.base import GenerateRequest, register_generator
 from g2u_tasks.records import canonical_json
-from g2u_tasks.backends.understanders.base import UnderstandRequest, register_backend
 
 # Params that change how weights are loaded (the rest are per-role call options).
 LOAD_PARAMS = ("dtype", "device", "device_map", "attn_implementation")
-
-
-@dataclass
-class _Resident:
-    value: Any
-    lock: threading.RLock = field(default_factory=threading.RLock)  # serialises both roles' calls
-
-
-_RESIDENT: dict[str, _Resident] = {}
-_LOCK = threading.Lock()
-
 
 def load_spec(spec: ModelSpec, load_params: tuple[str, ...] = LOAD_PARAMS) -> ModelSpec:
     """The spec with params reduced to the load params: what the loader sees and the cache keys on."""
     return spec.model_copy(update={"params": {k: spec.params[k] for k in load_params if k in spec.params}})
 
 
-def _resident(spec: ModelSpec, loader: Callable[[ModelSpec], Any], load_params: tuple[str, ...]) -> _Resident:
-    lspec = load_spec(spec, load_params)
-    key = canonical_json(lspec.model_dump())
-    with _LOCK:  # held while loading: the second role waits and then reuses the first load
-        if key not in _RESIDENT:
-            _RESIDENT[key] = _Resident(loader(lspec))
-        return _RESIDENT[key]
+def unified_key(spec: ModelSpec, load_params: tuple[str, ...] = LOAD_PARAMS) -> str:
+    return "unified:" + canonical_json(load_spec(spec, load_params).model_dump())
 
 
 def get_unified(spec: ModelSpec, loader: Callable[[ModelSpec], Any],
                 load_params: tuple[str, ...] = LOAD_PARAMS) -> Any:
     """The resident object `loader(load_spec(spec))`, loaded once per process per load key."""
-    return _resident(spec, loader, load_params).value
-
-
-def clear_unified() -> None:
-    """Drop resident models (tests, memory pressure). Role objects in the registries keep theirs."""
-    with _LOCK:
-        _RESIDENT.clear()
+    lspec = load_spec(spec, load_params)
+    return registry.shared(unified_key(spec, load_params), lambda: loader(lspec))
 
 
 class UnifiedBackend:
-    """Both roles of one unified model. Subclasses implement `load`, `_generate` and `_answer`."""
+    """Both roles of one unified model. Subclasses implement `load`, `generate` and `answer`; the
+    registry serialises every call of both roles on the shared model (`model_key`)."""
 
     load_params: ClassVar[tuple[str, ...]] = LOAD_PARAMS
+    role_params: ClassVar[tuple[str, ...]] = ()  # per-call options of either role
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.params = dict(spec.params)
         self.name = spec.label()
         self.notes: str | None = None
-        entry = _resident(spec, type(self).load, self.load_params)
-        self.resident = entry.value  # shared by every role object of the same load key
-        self._lock = entry.lock
+        self.model_key = unified_key(spec, self.load_params)
+        self.resident = get_unified(spec, type(self).load, self.load_params)  # shared by both roles
 
     @classmethod
     def load(cls, spec: ModelSpec) -> Any:
@@ -83,17 +63,9 @@ class UnifiedBackend:
         raise NotImplementedError
 
     def generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
-        with self._lock:
-            return self._generate(batch)
-
-    def answer(self, batch: list[UnderstandRequest]) -> list[str]:
-        with self._lock:
-            return self._answer(batch)
-
-    def _generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
         raise NotImplementedError
 
-    def _answer(self, batch: list[UnderstandRequest]) -> list[str]:
+    def answer(self, batch: list[UnderstandRequest]) -> list[str]:
         raise NotImplementedError
 
 
@@ -101,30 +73,9 @@ def register_unified(name: str):
     """Class decorator: register one UnifiedBackend class as generator AND understander backend `name`."""
 
     def deco(cls: type[UnifiedBackend]) -> type[UnifiedBackend]:
-        register_generator(name)(cls)
-        register_backend(name)(cls)
+        accepted = (*cls.load_params, *cls.role_params)  # one class serves both roles: one set
+        registry.register("generator", name, accepted)(cls)
+        registry.register("understander", name, accepted)(cls)
         return cls
 
     return deco
-
-
-FIT_MODES = ("crop", "pad", "stretch")
-
-
-def fit_to_source(img: Image.Image, size: tuple[int, int], mode: str = "crop") -> Image.Image:
-    """Bring a model's output to the source's (width, height).
-
-    crop: centre-crop to the source aspect, then resize (no distortion, no bars; the inverse of the
-    pad-to-square that square-input processors apply). pad: letterbox the whole output (black bars).
-    stretch: plain resize (distorts when aspects differ).
-    """
-    img = img.convert("RGB")
-    if img.size == tuple(size):
-        return img
-    if mode == "crop":
-        return ImageOps.fit(img, size, Image.Resampling.LANCZOS)
-    if mode == "pad":
-        return ImageOps.pad(img, size, Image.Resampling.LANCZOS, color=(0, 0, 0))
-    if mode == "stretch":
-        return img.resize(size, Image.Resampling.LANCZOS)
-    raise ValueError(f"unknown fit mode {mode!r}; use one of {', '.join(FIT_MODES)}")

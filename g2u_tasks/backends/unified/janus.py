@@ -9,10 +9,11 @@ Generation is text-to-image; what Janus can and cannot condition on:
   transformers' own `generate(generation_mode="image")` also ignores `pixel_values` (it embeds the
   prompt ids directly), so through that API the source image cannot even be in context.
 - It CAN condition on the rendered edit prompt (default, the regime Janus-Pro was trained for).
+  Its thought rows say so: `conditioning` "text_only" (never "source_pixels").
 - With `params.source_in_context: true` the source image is also put in the prompt as understanding
   (SigLIP) tokens. This needs the model's own sampling loop, which this module implements (same CFG
   recipe as transformers/official Janus). Janus-Pro was not trained on image-conditioned generation,
-  so this is out of distribution: measure it, don't assume it helps.
+  so this is out of distribution: measure it, don't assume it helps. Rows: "source_in_context".
 The sampling loop: CFG with an unconditional branch that keeps only the first token (BOS) and the
 final <begin_of_image> (everything else, including source-image tokens, becomes pad), per-request
 `torch.Generator` seeded with the request's seed (outputs don't depend on batch composition), then
@@ -39,28 +40,24 @@ from g2u_tasks.config import ModelSpec
 from g2u_tasks.backends.generators.base import GenerateRequest
 from g2u_tasks.backends.tiny_models import ensure_model, read_model_card
 from g2u_tasks.backends.understanders.base import UnderstandRequest
-from g2u_tasks.backends.unified.base import UnifiedBackend, fit_to_source, register_unified
-
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-           "float32": "float32", "fp32": "float32"}
+from g2u_tasks.backends.common import default_device, fit_to_size, parse_dtype
+from g2u_tasks.backends.unified.base import UnifiedBackend, register_unified
 
 
 class JanusResident:
     """The loaded model + processor shared by both roles."""
 
     def __init__(self, spec: ModelSpec):
-        import torch
         from transformers import AutoProcessor, JanusForConditionalGeneration
 
         params = spec.params
         self.path = ensure_model(spec)
-        self.device = params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(params.get("device"))
         dtype_name = params.get("dtype") or ("bfloat16" if self.device.startswith("cuda") else "float32")
-        if dtype_name not in _DTYPES:
-            raise ValueError(f"janus: unknown dtype {dtype_name!r}; use one of {', '.join(_DTYPES)}")
+        dtype = parse_dtype(dtype_name, "janus")
         common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         self.processor = AutoProcessor.from_pretrained(self.path, **common)
-        kwargs = {"dtype": getattr(torch, _DTYPES[dtype_name])}
+        kwargs = {"dtype": dtype}
         if params.get("attn_implementation"):
             kwargs["attn_implementation"] = params["attn_implementation"]
         self.model = JanusForConditionalGeneration.from_pretrained(self.path, **common, **kwargs)
@@ -75,7 +72,10 @@ class JanusResident:
 
 @register_unified("janus")
 class JanusBackend(UnifiedBackend):
+    # thoughts.conditioning: text-to-image from the edit prompt; "source_in_context" with that param
+    conditioning = "text_only"
     load_params = ("dtype", "device", "attn_implementation")
+    role_params = ("max_new_tokens", "batch_size", "cfg_weight", "temperature", "source_in_context", "fit")
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
@@ -90,6 +90,8 @@ class JanusBackend(UnifiedBackend):
         self.cfg_weight = float(p.get("cfg_weight", getattr(gc, "guidance_scale", None) or 5.0))
         self.temperature = float(p.get("temperature", getattr(gc, "temperature", None) or 1.0))
         self.source_in_context = bool(p.get("source_in_context", False))
+        if self.source_in_context:
+            self.conditioning = "source_in_context"
         self.fit = str(p.get("fit", "crop"))
 
     @classmethod
@@ -102,7 +104,7 @@ class JanusBackend(UnifiedBackend):
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     # ---- understanding ----
-    def _answer(self, batch: list[UnderstandRequest]) -> list[str]:
+    def answer(self, batch: list[UnderstandRequest]) -> list[str]:
         out: list[str] = []
         for start in range(0, len(batch), self.answer_batch_size):
             out.extend(self._answer_chunk(batch[start:start + self.answer_batch_size]))
@@ -122,7 +124,7 @@ class JanusBackend(UnifiedBackend):
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
 
     # ---- generation ----
-    def _generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
+    def generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
         out: list[Image.Image] = []
         for start in range(0, len(batch), self.generate_batch_size):
             out.extend(self._generate_chunk(batch[start:start + self.generate_batch_size]))
@@ -141,7 +143,7 @@ class JanusBackend(UnifiedBackend):
             tokens = self._sample_image_tokens(inputs, [r.seed for r in batch])
             pixels = self.model.model.vqmodel.decode(tokens)  # (B, C, H, W), normalised like inputs
         squares = self._to_pil(pixels)
-        return [fit_to_source(sq, r.image.size, self.fit) for sq, r in zip(squares, batch)]
+        return [fit_to_size(sq, r.image.size, self.fit) for sq, r in zip(squares, batch)]
 
     def _sample_image_tokens(self, inputs, seeds: list[int]):
         """CFG autoregressive sampling of image tokens (see module docstring)."""

@@ -1,0 +1,98 @@
+"""The materialise stage: items -> (self-directed plans) -> thought keys -> generate what the store
+lacks -> one atomic commit. The Prefect flow and plain callers run this same sequence; only the
+`Batching` (where the batches run) differs."""
+from __future__ import annotations
+
+import polars as pl
+
+from g2u_tasks import jobs
+from g2u_tasks.backends import registry
+from g2u_tasks.batching import Batching, in_batches
+from g2u_tasks.config import ModelSpec, RunConfig
+from g2u_tasks.records import Item
+from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.thoughts import planning
+from g2u_tasks.thoughts.families import EditFamily
+from g2u_tasks.thoughts.materialise import (
+    PlannedThought, commit_thoughts, generate_batch, plan_summary, plan_thoughts, recover_pending, split_reused,
+)
+from g2u_tasks.thoughts.planning import Plan, PlanJob
+
+
+# ---- batch functions (what a mapped task runs) ----------------------------------------------------
+
+def generate_thoughts(batch: list[PlannedThought], store: ThoughtStore, generator_spec: ModelSpec,
+                      similarity_spec: ModelSpec | None = None):
+    return generate_batch(store, generator_spec, batch, similarity_spec)
+
+
+def ask_planner(batch: list[PlanJob], planner_spec: ModelSpec, families: list[EditFamily]) -> list[Plan]:
+    return planning.plan_batch(planner_spec, families, batch)
+
+
+# ---- the sequence ---------------------------------------------------------------------------------
+
+def self_directed_plans(cfg: RunConfig, store: ThoughtStore, items: list[Item], families: list[EditFamily],
+                        batching: Batching = Batching()) -> dict[str, Plan] | None:
+    """prompt_source self|planner: the plans the store records, plus new ones asked per item x seed.
+    None for template thoughts."""
+    if cfg.prompt_source == "template":
+        return None
+    log = batching.log
+    plans, todo = planning.split_recorded(store.manifest(), items, families, cfg)
+    spec = planning.planner_spec(cfg)
+    log.info("plans (%s, %s): %d recorded, %d to ask", cfg.prompt_source, spec.label(), len(plans), len(todo))
+    results = batching.run("planning", ask_planner, in_batches(todo, cfg.batch_size), planner_spec=spec,
+                           families=families)
+    new = [p for batch in results for p in batch]
+    plans.update({p.plan_id: p for p in new})
+    for p in [p for p in new if p.status != planning.OK][:5]:
+        log.warning("plan %s: %s", p.status, p.reason)
+    return plans
+
+
+def recorded_thoughts(cfg: RunConfig, items: list[Item], families: list[EditFamily],
+                      manifest: pl.DataFrame) -> list[PlannedThought]:
+    """The config's thought keys with self-directed plans as `manifest` records them (no model call)."""
+    plans = None
+    if cfg.prompt_source != "template":
+        plans, _ = planning.split_recorded(manifest, items, families, cfg)
+    return plan_thoughts(items, families, cfg, plans)
+
+
+def materialise_thoughts(cfg: RunConfig, batching: Batching = Batching()) -> dict:
+    """Generate every missing thought for the config's items and families; one atomic commit.
+    Returns the dataset version and counts (planned, generated, failed, reused, recovered, plans_*)."""
+    log = batching.log
+    store = jobs.open_store(cfg)
+    items, rejected = jobs.screen_items(jobs.load_items(cfg), run_id="materialise")
+    if rejected:
+        log.warning("%d item(s) fail the items suite and get no thoughts (quarantined with the run)", len(rejected))
+    families = jobs.families_of(cfg)
+    plans = self_directed_plans(cfg, store, items, families, batching)
+    planned = plan_thoughts(items, families, cfg, plans)
+    if plans is not None:
+        log.info("plans: %s", ", ".join(f"{k}={v}" for k, v in plan_summary(planned).items()))
+    return generate_missing(store, cfg.generator, planned, cfg.batch_size, cfg.similarity_model, batching)
+
+
+def generate_missing(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int,
+                     similarity_spec: ModelSpec | None = None, batching: Batching = Batching()) -> dict:
+    """Reuse what the store has, commit what a killed run journaled, generate the rest in batches;
+    one atomic commit. similarity_spec: the config's similarity_model (embed_sim per thought)."""
+    log = batching.log
+    # RunConfig checks this too; plain callers pass specs of their own, and a refused param must
+    # fail here, not as failed rows whose keys carry it into the manifest.
+    registry.check_spec("generator", gen_spec, "generator")
+    todo, reused = split_reused(store, planned)
+    todo, recovered = recover_pending(store, todo)  # blobs a killed run wrote but never committed
+    log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, "
+             "%d to generate", len(planned), reused, recovered.num_rows, len(todo))
+    tables = batching.run("generating thoughts", generate_thoughts, in_batches(todo, batch_size), store=store,
+                          generator_spec=gen_spec, similarity_spec=similarity_spec)
+    failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
+    committed = commit_thoughts(store, [recovered, *tables], planned)
+    version = committed if committed is not None else store.version()
+    log.info("dataset version %s (%s)", version, "new commit" if committed is not None else "unchanged")
+    return {"dataset_version": version, "planned": len(planned), "generated": len(todo) - failed,
+            "failed": failed, "reused": reused, "recovered": recovered.num_rows, **plan_summary(planned)}

@@ -1,0 +1,133 @@
+"""Shared-prefix execution in the transformers understander: greedy answers identical to the
+unshared path on a realistic item-major sweep (CPU, fp32, tiny random-weight models)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from g2u_tasks.backends.tiny_models import TINY_BUILDERS
+from g2u_tasks.backends.understanders import get_understander, prefix_sharing
+from g2u_tasks.config import ModelSpec
+from g2u_tasks.records import Item
+from g2u_tasks.thoughts.families import load_families
+from g2u_tasks.understanding.prompts import build_request
+
+FAMILIES = ["detail_enhancement", "context_expansion", "structural_visualisation", "identity"]
+# arch -> does the backend share prefixes for it (else it must fall back to the plain batch)
+ARCHS = {"llava": True, "gemma3": True}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("shared")
+    return {arch: TINY_BUILDERS[f"tiny-{arch}"](root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(fresh_models):
+    """Each test loads its own instances."""
+
+
+def _image(seed: int, size=(72, 56)) -> Image.Image:
+    return Image.linear_gradient("L").resize(size).rotate(seed * 29).convert("RGB")
+
+
+def _item(i: int) -> Item:
+    if i % 2:
+        return Item("B", str(i), f"What is shown in picture {i}?", {"A": "a cat", "B": "a dog", "C": "a bird"},
+                    "A", None, "mcq", "x", ())
+    return Item("B", str(i), "Is there a cat in the image? Answer yes or no." + " Look." * (i % 3), {}, "yes",
+                None, "yes_no", "x", ())
+
+
+def sweep(n_items: int = 5):
+    """Item-major requests, as plan_understanding orders them: baseline, then per family concat and
+    replace; an item's original image is one object across its requests (as in understand_batch)."""
+    families = load_families(FAMILIES)
+    reqs, labels = [], []
+    for i in range(n_items):
+        item, original = _item(i), [_image(i, (72 + 8 * i, 56))]
+        reqs.append(build_request(item, original, "baseline")[0])
+        labels.append((i, "baseline", "baseline"))
+        for f, fam in enumerate(families):
+            thought = _image(100 + 10 * i + f, (64, 64 + 4 * f))
+            for mode in ("concat", "replace"):
+                reqs.append(build_request(item, original, mode, thought, fam)[0])
+                labels.append((i, fam.name, mode))
+    return reqs, labels
+
+
+def _spec(path, **params) -> ModelSpec:
+    return ModelSpec(backend="transformers", model=str(path), params={"max_new_tokens": 10, **params})
+
+
+def _count_generate(und, monkeypatch) -> list[tuple[int, int]]:
+    real, calls = und.model.generate, []
+
+    def generate(**kw):
+        cache = kw.get("cache", kw.get("past_key_values"))
+        calls.append((kw["input_ids"].shape[0], cache.get_seq_length() if cache is not None else 0))
+        return real(**kw)
+
+    monkeypatch.setattr(und.model, "generate", generate)
+    return calls
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_shared_matches_unshared_on_a_sweep(built, arch, monkeypatch):
+    reqs, labels = sweep()
+    plain = get_understander(_spec(built[arch], share_prefix=False, batch_size=64))
+    shared = get_understander(_spec(built[arch], share_prefix=True, batch_size=64))
+    assert not plain.share_prefix and shared.share_prefix is ARCHS[arch]
+    expected = plain.answer(reqs)
+    calls = _count_generate(shared, monkeypatch)
+    got = shared.answer(reqs)
+    assert got == expected, [(lab, e, g) for lab, e, g in zip(labels, expected, got) if e != g]
+    assert any(len(a) > 0 for a in got)
+    if ARCHS[arch]:
+        # One chunk, its rows in a few sub-batches by suffix length, continued from the prefix cache.
+        assert sum(c[0] for c in calls) == len(reqs) and all(c[1] > 0 for c in calls), calls
+    # Small chunks (an item split over chunks, groups cut) and a reversed batch change nothing.
+    small = get_understander(_spec(built[arch], share_prefix=True, batch_size=4))
+    assert small.answer(reqs) == expected
+    assert shared.answer(reqs[::-1]) == expected[::-1]
+    # Each request alone (nothing to share) gives the same answer.
+    assert [shared.answer([r])[0] for r in reqs[:9]] == expected[:9]
+
+
+def test_prefix_covers_template_head_and_first_image_only(built):
+    """LLaVA-1.5 layout: `<s>USER: <image>xN` is shared; the text after the image differs per mode."""
+    reqs, _ = sweep(1)
+    und = get_understander(_spec(built["llava"], share_prefix=True))
+    inputs = und._prepare(reqs)
+    rows = prefix_sharing.rows_from_inputs(inputs, [len(r.images) for r in reqs],
+                                           [id(r.images[0]) for r in reqs])
+    group_of, lengths = prefix_sharing.plan_groups(rows, und.image_token_id)
+    # baseline + 4 concat share; replace rows start with their thought.
+    assert group_of == [0, 0, None, 0, None, 0, None, 0, None]
+    n_img = und.model.config.image_seq_length
+    ids = rows[0].ids.tolist()
+    assert lengths == [ids.index(und.image_token_id) + n_img + 1]  # the first image and its "\n"
+    assert und.processor.tokenizer.decode(ids[lengths[0] - 1:lengths[0]]) == "\n"
+    head = und.processor.tokenizer.decode(ids[:ids.index(und.image_token_id)])
+    assert head == "<s>USER: "
+
+
+def test_chunks_keep_groups_together():
+    keys = ["a", "a", None, "b", "a", None, "b", "c", "c", "c"]
+    assert prefix_sharing.chunks_by_key(keys, 4) == [[0, 1, 4, 2], [3, 6, 5], [7, 8, 9]]
+    assert prefix_sharing.chunks_by_key(["a"] * 5, 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_share_prefix_param_is_checked(built):
+    assert get_understander(_spec(built["llava"])).share_prefix is False  # opt-in: slower on GPU today
+    with pytest.raises(ValueError, match="share_prefix"):
+        get_understander(_spec(built["llava"], share_prefix="yes"))
+
+
+def test_sub_batches_split_short_suffixes():
+    assert prefix_sharing.sub_batches([70, 750, 650, 700, 60]) == [[1, 3, 2], [0, 4]]
+    assert prefix_sharing.sub_batches([5]) == [[0]]
+    assert torch.equal(prefix_sharing._collate([torch.tensor([1, 2]), torch.tensor([3])], 0),
+                       torch.tensor([[1, 2], [0, 3]]))
