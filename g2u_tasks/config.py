@@ -1,4 +1,4 @@
-"""Run configuration (DESIGN §7): YAML validated by pydantic, with `--set key=value` overrides."""
+"""Run configuration: YAML validated by pydantic, with `--set key=value` overrides."""
 from __future__ import annotations
 
 import math

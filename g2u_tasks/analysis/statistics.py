@@ -226,10 +226,6 @@ def mcnemar_p(fixed: int, broken: int) -> float:
     return math.erfc(math.sqrt((abs(fixed - broken) - 1) ** 2 / n / 2))  # chi-square sf with 1 dof
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given their average rank (scipy's rankdata 'average')."""
-    return pl.Series(x).rank("average").to_numpy().astype(float)
-
 
 def _betainc(a: float, b: float, x: float) -> float:
     """Regularised incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
@@ -256,19 +252,6 @@ def _betainc(a: float, b: float, x: float) -> float:
             break
     return front * (f - 1.0)
 
-
-def spearman(x, y) -> tuple[float | None, float | None]:
-    """(rho, p) or (None, None) when fewer than 3 pairs or either side is constant.
-
-    scipy.stats.spearmanr's definition (Pearson r of average ranks; two-sided p from Student's t with n - 2
-    degrees of freedom; a test checks it against scipy), without importing scipy.stats."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None, None
-    rho = float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
-    return rho, spearman_p(rho, x.size)
 
 
 def spearman_p(rho: float, n: int) -> float:
@@ -479,11 +462,6 @@ def degrade_curve(data: RunData, gains: pl.DataFrame | None = None) -> pl.DataFr
 
 # ---------------------------------------------------------------- fidelity vs gain
 
-def ntile(n_rows: int, n_bins: int) -> np.ndarray:
-    """Bin numbers 1..n_bins over ordered rows, as SQL's ntile: the first n_rows % n_bins bins hold one row more."""
-    q, r = divmod(n_rows, n_bins)
-    return np.repeat(np.arange(1, n_bins + 1), [q + 1] * r + [q] * (n_bins - r))
-
 
 MEASURES = {"psnr": "psnr", "ssim": "ssim", "embed": "embed"}  # fidelity_ranks.measure -> column suffix
 
@@ -530,17 +508,6 @@ def with_category(rows: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     out = rows.join(items.select(*ITEM, "category"), on=ITEM, how="left")
     return out.with_columns(pl.col("category").fill_null("(none)"))
 
-
-def family_gain(data: RunData, by: tuple[str, ...] = ("benchmark",)) -> pl.DataFrame:
-    """Gain of each fixed family over baseline per mode and `by` (e.g. ("benchmark", "category")), with CI and
-    coverage."""
-    pairs, missing = treated(fixed_rows(data.pairs)), fixed_rows(data.missing)
-    if "category" in by:
-        pairs, missing = with_category(pairs, data.items), with_category(missing, data.items)
-    pairs, missing = pooled(pairs, missing)
-    table = paired_report(pairs, missing, [*by, "mode", "condition"]).rename(
-        {"condition": "family", "control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
-    return _with_run(_order(table, [*by, "mode", "family"]), data.run_id)
 
 
 def oracle_items(data: RunData) -> pl.DataFrame:

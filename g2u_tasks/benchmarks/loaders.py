@@ -1,4 +1,4 @@
-"""Benchmark loaders: VLMEvalKit TSV, Parquet and JSONL files into `Item`s (benchmarks.md §3, §6).
+"""Benchmark loaders: VLMEvalKit TSV, Parquet and JSONL files into `Item`s.
 
 One bad row never stops a load: image problems go to `Item.image_error`, other row problems to
 `Item.extra["load_error"]` (starting "row N:", N counting data rows from 1), and the `items` suite

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import polars as pl
 
 FORMATS = ("vlmevalkit", "lmms-eval")
 _CORE = ("index", "question", "answer", "category", "hint")

@@ -1,4 +1,4 @@
-"""Understanding prompts per mode (DESIGN §3, benchmarks.md §1.1).
+"""Understanding prompts per mode.
 
 The question text follows VLMEvalKit: multiple-choice items get its MCQ template (hint, question,
 one "X. text" line per option, instruction); other items use the raw question.

@@ -1,4 +1,4 @@
-"""Hostile benchmark files (issue 12): bad rows among good rows in TSV, JSONL and Parquet, image
+"""Hostile benchmark files: bad rows among good rows in TSV, JSONL and Parquet, image
 references that reach outside the data, remote URLs, and a pixel bomb under Pillow's own limit.
 
 Each case asserts the reason a user reads AND that every good row was loaded."""

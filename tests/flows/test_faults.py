@@ -69,7 +69,7 @@ def test_locked_warehouse_says_how_to_finish_and_load_finishes(locked_run):
     lines = out.stderr.strip().splitlines()
     # Prefect logs the failed flow run above it (with its traceback); the CLI's last word is one line
     assert out.returncode == 1 and lines[-1].startswith("error: run "), out.stdout[-2000:] + out.stderr[-3000:]
-    assert "is locked by PID" in lines[-1] and f"g2u load " in lines[-1] and f"--config {path}" in lines[-1]
+    assert "is locked by PID" in lines[-1] and "g2u load " in lines[-1] and f"--config {path}" in lines[-1]
     run_id = lines[-1].split("g2u load ", 1)[1].split()[0]
     assert (root / "store/runs" / run_id).is_dir()
 

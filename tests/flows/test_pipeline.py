@@ -1,7 +1,6 @@
 """End to end: g2u_pipeline under Prefect's test harness, with a broken benchmark file mixed in."""
 import base64
 import io
-import os
 from pathlib import Path
 
 import duckdb

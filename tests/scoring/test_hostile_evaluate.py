@@ -1,4 +1,4 @@
-"""Hostile and incomplete inputs to `g2u evaluate` (issue 12): spreadsheet formulas, predictions
+"""Hostile and incomplete inputs to `g2u evaluate`: spreadsheet formulas, predictions
 covering part of the benchmark, damaged files, and benchmark data the loader refuses.
 
 Each case asserts the reason a user reads AND that no prediction row is lost: every row is either
