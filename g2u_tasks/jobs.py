@@ -2,7 +2,6 @@
 load sequence validate_and_load. Plain functions, no Prefect."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import polars as pl
@@ -60,26 +59,11 @@ def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]
     good, bad = validate("items", pl.from_arrow(items_table(items)))
     keep = set(zip(good["benchmark"], good["item_id"]))
     rows = [
-        quarantine_row(run_id, "items", r["benchmark"], r["item_id"], f"{r['benchmark']}/{r['item_id']}: {_item_reasons(r)}",
+        quarantine_row(run_id, "items", r["benchmark"], r["item_id"], f"{r['benchmark']}/{r['item_id']}: {r['reasons']}",
                        {k: v for k, v in r.items() if k != "reasons"})
         for r in bad.iter_rows(named=True)
     ]
     return [it for it in items if (it.benchmark, it.item_id) in keep], rows
-
-
-def _item_reasons(r: dict) -> str:
-    """The suite's reasons with the loader's own messages whole (the suite quotes a cell cut at 200
-    characters): extra.load_error leads, image_error stays in place. The suite stays the gate."""
-    reasons, lead = r["reasons"], json.loads(r["extra"] or "{}").get("load_error")
-    for column, value in (("extra", r["extra"]), ("image_error", r["image_error"])):
-        cut = f" (value: {str(value)[:200]!r})"  # validation._describe's quoting
-        end = reasons.find(cut) if value else -1
-        start = reasons.rfind(f"{column}: ", 0, end) if end >= 0 else -1
-        if start < 0:
-            continue
-        whole = "" if column == "extra" else f"{reasons[start:end]}: {value}"
-        reasons = "; ".join(p for p in (reasons[:start].rstrip("; "), whole, reasons[end + len(cut):].lstrip("; ")) if p)
-    return "; ".join(p for p in (lead, reasons) if p)
 
 
 def run_id_for(cfg: RunConfig, dataset_version: int | None) -> str:

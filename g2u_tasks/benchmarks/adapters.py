@@ -23,8 +23,8 @@ from typing import Any, Mapping
 import fsspec
 
 from g2u_tasks.benchmarks.hooks import as_list
-from g2u_tasks.benchmarks.loaders import _SCHEME, _ImageProblem, ImageSource, image_policy, load_benchmark
-from g2u_tasks.benchmarks.loaders import _text as cell_text
+from g2u_tasks.benchmarks.loaders import URI_SCHEME, ImageProblem, ImageSource, image_policy, load_benchmark
+from g2u_tasks.benchmarks.loaders import cell_text
 from g2u_tasks.benchmarks.table import BenchmarkSpec, resolve
 from g2u_tasks.config import ImagesConfig
 from g2u_tasks.records import Item
@@ -74,7 +74,7 @@ def load_benchmark_spec(
 def images_root_of(fs: Any, folder: str, images_root: str | None, storage_options: dict) -> str:
     """The images root as a reference the loaders read: an absolute local path or a URI. Default
     `<folder>/images`; a relative `images_root` is joined to the benchmark file's folder, once."""
-    if images_root is not None and _SCHEME.match(images_root):
+    if images_root is not None and URI_SCHEME.match(images_root):
         root_fs, root = fsspec.core.url_to_fs(images_root, **storage_options)
     else:
         rel = "images" if images_root is None else images_root
@@ -165,11 +165,11 @@ def _custom_images(rows: list[dict], ctx: _Context) -> list[dict]:
             problems = []
             for path in candidates:
                 written = path.strip()
-                ref = written if _SCHEME.match(written) or posixpath.isabs(written) else \
+                ref = written if URI_SCHEME.match(written) or posixpath.isabs(written) else \
                     posixpath.join(ctx.images_root, written)
                 try:
                     row["image"] = base64.b64encode(source.read(ref)).decode("ascii")
-                except _ImageProblem as exc:
+                except ImageProblem as exc:
                     # ImageSource checks confinement before opening: "not found" never reveals a file outside
                     missing = str(exc).startswith("image file not found")
                     problems.append(None if missing else str(exc) if ref == written else f"{written!r}: {exc}")

@@ -45,7 +45,7 @@ import posixpath
 import re
 from typing import Any, Callable, Protocol
 
-from g2u_tasks.benchmarks.loaders import _text as cell_text
+from g2u_tasks.benchmarks.loaders import cell_text
 from g2u_tasks.benchmarks.loaders import parse_list_cell
 from g2u_tasks.records import Item
 

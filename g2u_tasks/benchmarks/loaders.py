@@ -41,11 +41,11 @@ IMAGE_COLUMNS = ("image", "images")
 POINTER_MAX_CHARS = 64  # VLMEvalKit: an image cell this short is another row's index
 _LETTER = re.compile(r"^[A-Z]$")
 _MISSING_TEXT = {"", "nan", "NaN"}
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")  # two letters at least: "C:\..." is a drive
+URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")  # two letters at least: "C:\..." is a drive
 _SHOWN = 120  # characters of a hostile value quoted in a reason
 
 
-class _ImageProblem(Exception):
+class ImageProblem(Exception):
     """One image of a row could not be read; the message names the problem."""
 
 
@@ -142,7 +142,7 @@ def load_benchmark(
         made: list[tuple[int, Item]] = []
         first_row: dict[str, int] = {}
         for number, row in zip(numbers, rows):
-            errors = [e for e in [_text(row.get("load_error"))] if e]  # from the adapter's row hooks
+            errors = [e for e in [cell_text(row.get("load_error"))] if e]  # from the adapter's row hooks
             item_id, id_error = _item_id(row, id_column, number)
             if id_error:
                 errors.append(id_error)
@@ -170,12 +170,12 @@ def _item_id(row: dict[str, Any], id_column: str | None, number: int) -> tuple[s
     if id_column is None:
         return str(number - 1), None
     raw = row.get(id_column)
-    text = _text(raw)
+    text = cell_text(raw)
     if text is not None:
         return text.strip(), None
     if isinstance(raw, str) and raw and raw.strip() == "":
         return f"row-{number}", f"blank {id_column} {raw!r}"
-    shown = "" if raw is None or (isinstance(raw, str) and not raw) else f" ({_short(raw)})"
+    shown = "" if raw is None or (isinstance(raw, str) and not raw) else f" ({short_text(raw)})"
     return f"row-{number}", f"empty {id_column}{shown}"
 
 
@@ -187,7 +187,7 @@ def _broken_item(name: str, broken: _Broken, question_type: str | None) -> Item:
                 category=None, question_type=question_type or "open", image_sha256="", images=(), extra=extra)
 
 
-def _short(value: Any) -> str:
+def short_text(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     return repr(text[:_SHOWN] + ("..." if len(text) > _SHOWN else ""))
 
@@ -311,7 +311,7 @@ def _make_item(
 ) -> Item:
     """The Item of one row; what is wrong with the row is appended to `errors`."""
     options, options_column = _options(row, letter_columns)
-    answer = _text(row.get("answer"))
+    answer = cell_text(row.get("answer"))
     answer = answer.strip() if answer is not None else None
     if options and answer is not None and answer not in options:
         matches = [k for k, v in options.items() if v.strip() == answer]
@@ -320,14 +320,14 @@ def _make_item(
     if qtype == "yes_no" and answer is not None and answer.lower() in ("yes", "no"):
         answer = answer.capitalize()
     if qtype == "mcq" and options and answer is not None and answer not in options:
-        errors.append(f"answer {_short(answer)} is not among the options {', '.join(options)}")
+        errors.append(f"answer {short_text(answer)} is not among the options {', '.join(options)}")
 
     used = {id_column, "question", "answer", "category", "hint", "load_error", options_column, *letter_columns,
             *IMAGE_COLUMNS}
     extra = {c: v for c in columns if c not in used and (v := _extra_text(row.get(c))) is not None}
     if notes:
         extra["image_note"] = "; ".join(notes)
-    question = _text(row.get("question"))
+    question = cell_text(row.get("question"))
     if question is None:
         errors.append("empty question")
     return Item(
@@ -336,11 +336,11 @@ def _make_item(
         question=question or "",
         options=options,
         answer=answer,
-        category=_text(row.get("category")),
+        category=cell_text(row.get("category")),
         question_type=qtype,
         image_sha256=images_sha256(images) if images else "",
         images=tuple(images),
-        hint=_text(row.get("hint")),
+        hint=cell_text(row.get("hint")),
         extra=extra,
         image_error="; ".join(problems) or None,
     )
@@ -362,7 +362,7 @@ def infer_question_type(options: dict[str, str], answer: str | None) -> str:
 
 def _options(row: dict[str, Any], letter_columns: list[str]) -> tuple[dict[str, str], str | None]:
     """Options from A..Z columns, else from an `options` list/dict (or a list string); empty ones dropped."""
-    options = {c: t for c in letter_columns if (t := _text(row.get(c))) is not None}
+    options = {c: t for c in letter_columns if (t := cell_text(row.get(c))) is not None}
     if options or "options" not in row:
         return options, None
     value = row["options"]
@@ -374,7 +374,7 @@ def _options(row: dict[str, Any], letter_columns: list[str]) -> tuple[dict[str, 
         pairs = list(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", value))
     else:
         pairs = []
-    return {k: t for k, v in pairs if (t := _text(v)) is not None}, "options"
+    return {k: t for k, v in pairs if (t := cell_text(v)) is not None}, "options"
 
 
 # ---------------------------------------------------------------- images
@@ -386,13 +386,13 @@ def _tsv_image_reader(rows: list[dict[str, Any]], policy: ImagesConfig) -> Calla
     """VLMEvalKit `image` cells: base64, a list string of base64, or (≤ 64 chars) another row's index."""
     by_index: dict[str, str] = {}
     for row in rows:
-        index, cell = _text(row.get("index")), _text(row.get("image"))
+        index, cell = cell_text(row.get("index")), cell_text(row.get("image"))
         if index is not None and cell is not None:
             by_index.setdefault(index.strip(), cell)
     decoded: dict[str, _Images] = {}
 
     def read(row: dict[str, Any]) -> _Images:
-        cell = _text(row.get("image"))
+        cell = cell_text(row.get("image"))
         if cell is None:
             return [], ["image 0: no image in row"], []
         cell = cell.strip()
@@ -427,7 +427,7 @@ class ImageSource:
         self._roots = [(fs, base_dir)]
         for root in [*policy.roots, *extra_roots]:
             try:
-                self._roots.append(fsspec.core.url_to_fs(root if _SCHEME.match(root) else os.path.abspath(root),
+                self._roots.append(fsspec.core.url_to_fs(root if URI_SCHEME.match(root) else os.path.abspath(root),
                                                          **storage_options))
             except (ValueError, ImportError, OSError) as exc:
                 raise ValueError(f"images.roots: cannot use {root!r} ({exc})") from None
@@ -442,8 +442,8 @@ class ImageSource:
     def read(self, reference: str) -> bytes:
         ref = reference.strip()
         if "\x00" in ref:
-            raise _ImageProblem(f"image reference {_short(ref)} refused: it contains a NUL character")
-        scheme = _SCHEME.match(ref)
+            raise ImageProblem(f"image reference {short_text(ref)} refused: it contains a NUL character")
+        scheme = URI_SCHEME.match(ref)
         if scheme and scheme.group(1).lower() in ("http", "https"):
             return self._fetch(ref)
         if scheme:
@@ -455,8 +455,8 @@ class ImageSource:
         for root_fs, _ in self._roots:
             if scheme in _protocols(root_fs) and "://" in ref:
                 return self._read_inside(root_fs, root_fs._strip_protocol(ref), ref)
-        raise _ImageProblem(
-            f"image reference {_short(ref)} refused: scheme {scheme!r} is not the benchmark file's "
+        raise ImageProblem(
+            f"image reference {short_text(ref)} refused: scheme {scheme!r} is not the benchmark file's "
             "filesystem nor that of a configured image root (images.roots); remote images are http(s) only"
         )
 
@@ -468,7 +468,7 @@ class ImageSource:
                    and (local or _protocols(rfs) & _protocols(fs))):
             why = ("a symlink leads outside" if any(_inside(lexical, root) for _, root in self._roots)
                    else "it resolves outside")
-            raise _ImageProblem(f"image reference {_short(ref)} refused: {why} the benchmark folder and "
+            raise ImageProblem(f"image reference {short_text(ref)} refused: {why} the benchmark folder and "
                                 "the configured image roots (images.roots)")
         try:
             if local:  # open exactly the path that was checked
@@ -477,14 +477,14 @@ class ImageSource:
             with fs.open(real, "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise _ImageProblem(f"image file not found: {ref}") from None
+            raise ImageProblem(f"image file not found: {ref}") from None
         except OSError as exc:
-            raise _ImageProblem(f"cannot read image file {ref}: {exc}") from None
+            raise ImageProblem(f"cannot read image file {ref}: {exc}") from None
 
     def _fetch(self, url: str) -> bytes:
         policy = self.policy
         if not policy.allow_remote:
-            raise _ImageProblem(f"remote image {_short(url)} refused: images.allow_remote is off")
+            raise ImageProblem(f"remote image {short_text(url)} refused: images.allow_remote is off")
         import httpx
 
         if self._client is None:  # trust_env off: no proxy or .netrc credentials sent to benchmark URLs
@@ -495,25 +495,25 @@ class ImageSource:
         try:
             with self._client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise _ImageProblem(f"remote image {_short(url)}: HTTP {response.status_code}")
+                    raise ImageProblem(f"remote image {short_text(url)}: HTTP {response.status_code}")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > cap:
-                    raise _ImageProblem(f"remote image {_short(url)} refused: {declared} bytes is over "
+                    raise ImageProblem(f"remote image {short_text(url)} refused: {declared} bytes is over "
                                         f"images.remote_max_bytes ({cap})")
                 data = bytearray()
                 for chunk in response.iter_raw():
                     data += chunk
                     if len(data) > cap:
-                        raise _ImageProblem(f"remote image {_short(url)} refused: more than "
+                        raise ImageProblem(f"remote image {short_text(url)} refused: more than "
                                             f"images.remote_max_bytes ({cap}) bytes")
                     if time.monotonic() > deadline:
                         raise httpx.ReadTimeout("deadline")
                 return bytes(data)
         except httpx.TimeoutException:
-            raise _ImageProblem(f"remote image {_short(url)}: no complete answer within "
+            raise ImageProblem(f"remote image {short_text(url)}: no complete answer within "
                                 f"images.remote_timeout_s ({policy.remote_timeout_s:g} s)") from None
         except httpx.HTTPError as exc:
-            raise _ImageProblem(f"remote image {_short(url)}: {type(exc).__name__}: {exc}") from None
+            raise ImageProblem(f"remote image {short_text(url)}: {type(exc).__name__}: {exc}") from None
 
 
 def _protocols(fs: Any) -> set[str]:
@@ -545,7 +545,7 @@ def _value_image_reader(source: ImageSource) -> Callable[[dict[str, Any]], _Imag
                 return _base64_bytes(data) if isinstance(data, str) else to_bytes(data)
             if value.get("path"):
                 return source.read(str(value["path"]))
-            raise _ImageProblem("image struct has neither bytes nor path")
+            raise ImageProblem("image struct has neither bytes nor path")
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("data:") and ";base64," in text:  # inline bytes, not a reference
@@ -554,7 +554,7 @@ def _value_image_reader(source: ImageSource) -> Callable[[dict[str, Any]], _Imag
             if len(text) <= POINTER_MAX_CHARS or any(ch in text for ch in ".:\\"):
                 return source.read(text)
             return _base64_bytes(text)
-        raise _ImageProblem(f"unsupported image value of type {type(value).__name__}")
+        raise ImageProblem(f"unsupported image value of type {type(value).__name__}")
 
     def read(row: dict[str, Any]) -> _Images:
         value = next((row[c] for c in IMAGE_COLUMNS if row.get(c) is not None), None)
@@ -574,12 +574,12 @@ def _read_all(values: list[Any], to_bytes: Callable[[Any], bytes], policy: Image
     for i, value in enumerate(values):
         try:
             if value is None:
-                raise _ImageProblem("missing")
+                raise ImageProblem("missing")
             data, note = _checked_image(to_bytes(value), policy)
             images.append(data)
             if note:
                 notes.append(f"image {i}: {note}")
-        except _ImageProblem as exc:
+        except ImageProblem as exc:
             problems.append(f"image {i}: {exc}")
     if not values:
         problems.append("image 0: empty image list")
@@ -590,7 +590,7 @@ def _base64_bytes(text: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _ImageProblem(f"invalid base64 ({exc})") from None
+        raise ImageProblem(f"invalid base64 ({exc})") from None
 
 
 def _checked_image(data: bytes, policy: ImagesConfig) -> tuple[bytes, str | None]:
@@ -603,17 +603,17 @@ def _checked_image(data: bytes, policy: ImagesConfig) -> tuple[bytes, str | None
         return data, None
     except imaging.ImageTooLarge as exc:
         if policy.oversize != "downscale":
-            raise _ImageProblem(f"{exc}; refused (images.oversize: refuse)") from None
+            raise ImageProblem(f"{exc}; refused (images.oversize: refuse)") from None
         try:
             return imaging.downscale(data, policy.max_pixels)
         except imaging.ImageTooLarge as again:
-            raise _ImageProblem(str(again)) from None
+            raise ImageProblem(str(again)) from None
         except Exception as err:  # PIL raises many types for corrupt data
-            raise _ImageProblem(f"cannot decode image ({type(err).__name__}: {err})") from None
+            raise ImageProblem(f"cannot decode image ({type(err).__name__}: {err})") from None
     except UnidentifiedImageError:
-        raise _ImageProblem("cannot identify image file") from None
+        raise ImageProblem("cannot identify image file") from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise _ImageProblem(f"cannot decode image ({type(exc).__name__}: {exc})") from None
+        raise ImageProblem(f"cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
 # ---------------------------------------------------------------- cells
@@ -680,7 +680,7 @@ def _json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _text(value: Any) -> str | None:
+def cell_text(value: Any) -> str | None:
     """A cell as text; None for null, NaN, empty or 'nan'."""
     if value is None:
         return None
@@ -700,7 +700,7 @@ def _text(value: Any) -> str | None:
 def _extra_text(value: Any) -> str | None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{len(value)} bytes sha256={sha256_hex(bytes(value))[:12]}>"
-    return _text(value)
+    return cell_text(value)
 
 
 def _jsonable(value: Any) -> Any:

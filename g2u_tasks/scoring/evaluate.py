@@ -27,7 +27,7 @@ import pandas as pd
 import polars as pl
 
 from g2u_tasks.benchmarks.adapters import load_benchmark_spec
-from g2u_tasks.benchmarks.loaders import _short, infer_question_type, parse_list_cell
+from g2u_tasks.benchmarks.loaders import short_text, infer_question_type, parse_list_cell
 from g2u_tasks.benchmarks.table import BenchmarkSpec, resolve
 from g2u_tasks.records import QUESTION_TYPES, Item
 from g2u_tasks.scoring import judge as J
@@ -215,11 +215,11 @@ def _formula_text(value: Any) -> str:
 def _refusal(number: int, rec: dict[str, Any], formulas: dict[str, str], checked: list[str],
              id_column: str) -> str | None:
     """Why prediction row `number` (1-based, header excluded) is not scored, else None."""
-    why = [f"{col} is a spreadsheet formula {_short(text)}" for col, text in formulas.items()]
+    why = [f"{col} is a spreadsheet formula {short_text(text)}" for col, text in formulas.items()]
     for col in checked:
         value = rec.get(col)
         if col not in formulas and isinstance(value, str) and _FORMULA_TEXT.match(value):
-            why.append(f"{col} is formula-like text {_short(value)}")
+            why.append(f"{col} is formula-like text {short_text(value)}")
     if id_column not in formulas and _cell(rec.get(id_column)) is None:
         why.append(f"empty {id_column}")
     return f"row {number}: " + "; ".join(why) + "; not scored" if why else None

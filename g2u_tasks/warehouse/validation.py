@@ -53,11 +53,26 @@ def _missing(value) -> bool:
 
 
 def _describe(cfg, value) -> str:
-    kw = cfg.kwargs
+    """`column: reason (value: 'first 200 characters')`. An expectation's meta `value` may instead ask
+    for the whole cell (`whole`: the cell is a message, e.g. an image error) or for one field of a JSON
+    cell as the reason itself (`field:NAME`: e.g. the loader's own message in `extra`)."""
+    kw, meta = cfg.kwargs, cfg.meta or {}
     where = kw.get("column") or ",".join(kw.get("column_list", []))
-    why = (cfg.meta or {}).get("reason", cfg.type)
-    shown = "" if _missing(value) else f" (value: {str(value)[:200]!r})"
-    return f"{where}: {why}{shown}"
+    why, show = meta.get("reason", cfg.type), meta.get("value", "quote")
+    if _missing(value):
+        return f"{where}: {why}"
+    if show == "whole":
+        return f"{where}: {why}: {value}"
+    if show.startswith("field:"):
+        message = json.loads(value).get(show.removeprefix("field:")) if isinstance(value, str) else None
+        if message:
+            return str(message)
+    return f"{where}: {why} (value: {str(value)[:200]!r})"
+
+
+def _leads(cfg) -> bool:
+    """A cell's own message (`field:`) leads the row's reasons."""
+    return str((cfg.meta or {}).get("value", "")).startswith("field:")
 
 
 def validate(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -83,7 +98,9 @@ def validate(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFram
         for i in idx:
             i = int(i) if not isinstance(i, dict) else int(next(iter(i.values())))
             value = pdf.at[i, col] if col in pdf.columns else None
-            reasons.setdefault(i, []).append(_describe(r.expectation_config, value))
+            row = reasons.setdefault(i, [])
+            text = _describe(r.expectation_config, value)
+            row.insert(0, text) if _leads(r.expectation_config) else row.append(text)
     bad_idx = sorted(reasons)
     flagged = frame.with_row_index("_row")
     good = flagged.filter(~pl.col("_row").is_in(bad_idx)).drop("_row")
