@@ -24,7 +24,7 @@ from g2u_tasks.thoughts.families import load_families
 from g2u_tasks.thoughts.materialise import generate_batch, plan_thoughts
 from g2u_tasks.understanding.understand import plan_understanding, understand_batch
 from test_dataset import LIMITS, REPO, _cli
-from test_thought_store import moto_s3
+from tests.moto_s3 import moto_s3
 
 HOUR = 3600
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from g2u_tasks.store.thought_store import ThoughtStore
+from tests.moto_s3 import moto_s3
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ["reconstruction", "detail_enhancement", "context_expansion", "structural_visualisation"]  # all call it
@@ -185,20 +185,10 @@ def test_concurrent_writers_both_commit_one_ok_row_per_key(tmp_path):
 
 
 def test_concurrent_writers_on_s3(tmp_path, monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "eu-west-1"}.items():
-            monkeypatch.setenv(name, value)  # the workers inherit these
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with moto_s3(monkeypatch):  # the workers inherit its credentials and endpoint
         store = ThoughtStore("s3://g2u-race/conc")
         store.fs.mkdir("g2u-race")
         results = _race([_config(store.root, FAMILIES[:3], limit=2), _config(store.root, FAMILIES[1:], limit=2)],
                         tmp_path, "s3")
         _expected_keys(results, store)
         assert len(_ok_rows_per_key(store)) == 2 * 2 * len(FAMILIES)
-    finally:
-        server.stop()

@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 import g2u_tasks.store.thought_store as store_mod
 from g2u_tasks.records import THOUGHTS_SCHEMA
 from g2u_tasks.store.thought_store import ThoughtStore
+from tests.moto_s3 import moto_s3
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -232,26 +231,6 @@ def test_subprocess_exits_cleanly(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr
         assert "done" in proc.stdout
-
-
-@contextmanager
-def moto_s3(monkeypatch) -> Iterator[str]:
-    """A threaded moto S3 server on loopback, credentials in the environment; yields its endpoint."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
-                            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "eu-west-1"}.items():
-            monkeypatch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            monkeypatch.delenv(name, raising=False)
-        yield f"http://{host}:{port}"
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()  # s3fs caches clients per endpoint
-        server.stop()
 
 
 def test_s3_round_trip_with_moto(monkeypatch):
