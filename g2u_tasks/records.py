@@ -160,6 +160,7 @@ THOUGHTS_SCHEMA = pa.schema(
         ("psnr_gated", pa.float64()),  # PSNR vs the source padded to square with black (replace_gated)
         ("embed_sim", pa.float64()),  # cosine of image embeddings vs the source (similarity_model); else null
         ("conditioning", pa.string()),  # one of CONDITIONINGS; null: no generator call was made (older rows too)
+        ("gen_text", pa.string()),  # text the generator wrote with the image (BAGEL think-mode plan); else null
     ]
 )
 

@@ -47,7 +47,7 @@ RELEASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("image_sha256", pa.string()), ("family", pa.string()), ("family_version", pa.string()),
     ("prompt", pa.string()), ("prompt_source", pa.string()), ("generator", pa.string()),
     ("generator_model", pa.string()), ("generator_revision", pa.string()), ("generator_params", pa.string()),
-    ("conditioning", pa.string()),
+    ("conditioning", pa.string()), ("gen_text", pa.string()),
     ("seed", pa.int64()), ("key_json", pa.string()), ("blob_sha256", pa.string()), ("width", pa.int32()),
     ("height", pa.int32()), ("psnr", pa.float64()), ("ssim", pa.float64()), ("dataset_version", pa.int64()),
     ("question", pa.string()), ("options", pa.string()), ("answer", pa.string()), ("category", pa.string()),

@@ -26,6 +26,7 @@ COLUMN_DOCS: dict[str, str] = {
     "generator_revision": "generator model revision",
     "generator_params": "generator parameters (JSON)",
     "conditioning": "what the generator conditioned on: source_pixels, source_in_context, text_only, none (identity)",
+    "gen_text": "text the generator wrote with the image (e.g. BAGEL's think-mode plan); null otherwise",
     "seed": "generation seed",
     "key_json": "canonical JSON of everything that changes the image (the thought key)",
     "blob_sha256": "sha256 of the PNG bytes in `image`",

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from g2u_tasks.backends.common import isolate_failures
 from g2u_tasks.backends.generators import GenerateRequest
+from g2u_tasks.backends.generators.base import GEN_TEXT_INFO
 from g2u_tasks.backends.generators.degrade import Degrade, generate_degraded, parse_degrade, thought_params
 from g2u_tasks.backends.registry import get_generator, get_similarity
 from g2u_tasks.config import ModelSpec, RunConfig
@@ -248,7 +249,7 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
         row = _row(
             p, blob_sha256=sha, blob_uri=uri, blob_bytes=len(png), width=out.width, height=out.height,
             psnr=psnr, ssim=ssim, psnr_gated=psnr_padded_square(src, out), gen_seconds=cost,
-            embed_sim=sim, status="ok", error=None, conditioning=conditioning,
+            embed_sim=sim, status="ok", error=None, conditioning=conditioning, gen_text=out.info.get(GEN_TEXT_INFO),
         )
         store.put_pending(row)
         rows.append(row)

@@ -1,6 +1,5 @@
 """Unified backends: a tiny random-weight Janus built offline, and BAGEL through a stand-in inferencer."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -196,7 +195,7 @@ def test_fit_to_size_modes():
         fit_to_size(sq, (96, 64), "zoom")
 
 
-# ---------- BAGEL through a stand-in inferencer ----------
+# ---------- BAGEL: backend dispatch over a stand-in inferencer (the official code cannot run here) ----------
 
 INSTANCES = []
 
@@ -216,7 +215,8 @@ class StandInInferencer:
         src = images[-1]
         w, h = (src.width // 16) * 16, (src.height // 16) * 16  # BAGEL snaps to its stride
         tint = tuple(int(v) for v in torch.randint(0, 256, (3,)))
-        return [Image.blend(src.resize((w, h)), Image.new("RGB", (w, h), tint), 0.5)]
+        out = [Image.blend(src.resize((w, h)), Image.new("RGB", (w, h), tint), 0.5)]
+        return ["plan: zoom in", *out] if think else out
 
     def __call__(self, image=None, text=None, **kwargs):
         outputs = self.interleave_inference([x for x in (image, text) if x is not None], **kwargs)
@@ -224,9 +224,15 @@ class StandInInferencer:
                 "text": next((o for o in outputs if isinstance(o, str)), None)}
 
 
-def make_stand_in(model_path, max_memory_gib):
-    INSTANCES.append(StandInInferencer(model_path, max_memory_gib=max_memory_gib))
-    return INSTANCES[-1]
+def make_stand_in(model_path, code, attention, max_memory_gib, device):
+    from g2u_tasks.backends.unified.bagel_official import OfficialBagel
+
+    inf = StandInInferencer(model_path, code=code, max_memory_gib=max_memory_gib)
+    INSTANCES.append(inf)
+    return OfficialBagel(model=None, vae_model=None, tokenizer=None, new_token_ids={}, vae_transform=None,
+                         vit_transform=None, inferencer=inf, modules={}, device="cpu",
+                         record={"code": code, "code_revision": "abc123", "attention": "sdpa-varlen",
+                                 "weights_card": "README: stand-in"})
 
 
 @pytest.fixture
@@ -238,30 +244,49 @@ def stand_in_bagel(monkeypatch):
 
 
 def _bagel(tmp_path, **params):
-    return ModelSpec(backend="bagel", model=str(tmp_path / "bagel"), params={"max_memory_gib": 7, **params})
+    return ModelSpec(backend="bagel", model=str(tmp_path / "bagel"),
+                     params={"code": "checkout", "max_memory_gib": 7, "batched": False, **params})
 
 
 def test_bagel_both_roles_share_one_inferencer(tmp_path, stand_in_bagel):
     before = len(INSTANCES)
-    gen = get_generator(_bagel(tmp_path, generate_kwargs={"num_timesteps": 5}))
+    gen = get_generator(_bagel(tmp_path, generate_kwargs={"num_timesteps": 5}, think=True))
     und = get_understander(_bagel(tmp_path, max_new_tokens=8))
     assert len(INSTANCES) == before + 1 and gen.inferencer is und.inferencer is INSTANCES[-1]
     assert gen.lock is und.lock
     inf = INSTANCES[-1]
-    assert inf.model_path == str(tmp_path / "bagel") and inf.kwargs == {"max_memory_gib": 7}
+    assert inf.model_path == str(tmp_path / "bagel") and inf.kwargs == {"code": "checkout", "max_memory_gib": 7}
+    assert "abc123" in und.notes and "sdpa-varlen" in und.notes and "stand-in" in und.notes
 
     src = _scene(100, 70)
     out = gen.generate([_req(src, 0), _req(src, 1), _req(src, 0)])
     assert [o.size for o in out] == [(100, 70)] * 3
     assert _same(out[0], out[2]) and not _same(out[0], out[1])
     assert inf.calls[0][0][0].size == (100, 70) and inf.calls[0][2]["num_timesteps"] == 5  # source conditions
+    from g2u_tasks.backends.generators.base import GEN_TEXT_INFO
+    assert out[0].info[GEN_TEXT_INFO] == "plan: zoom in"  # think mode's plan travels to the manifest
 
     answers = und.answer([UnderstandRequest([src], "How many?"), UnderstandRequest([src, out[0]], "Which? A B")])
     assert answers == ["1 image(s): How", "2 image(s): Which?"]
     assert inf.calls[-1][1] is True and inf.calls[-1][2]["max_think_token_n"] == 8
 
 
-def test_bagel_missing_package_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "inferencer", None)  # make `import inferencer` fail
-    with pytest.raises(ImportError, match=r"ByteDance-Seed/Bagel(.|\n)*PYTHONPATH"):
+def test_bagel_conversation_is_interleaved_turn_by_turn(tmp_path, stand_in_bagel):
+    from g2u_tasks.backends.understanders.base import Turn
+
+    und = get_understander(_bagel(tmp_path))
+    a, b = _scene(64, 64), _scene(64, 64, (30, 30, 220))
+    req = UnderstandRequest.from_turns([Turn("user", [a], "Q? edit first"), Turn("assistant", [b]),
+                                        Turn("user", [a], "Q?")])
+    und.answer([req])
+    inputs = INSTANCES[-1].calls[-1][0]
+    assert [type(x).__name__ if not isinstance(x, str) else x for x in inputs] == [
+        "Image", "Q? edit first", "Image", "Image", "Q?"]
+    assert _same(inputs[1 + 1], b)
+
+
+def test_bagel_without_a_checkout_is_a_clear_error(tmp_path):
+    with pytest.raises(ImportError, match=r"ByteDance-Seed/Bagel"):
         get_generator(ModelSpec(backend="bagel", model=str(tmp_path / "w")))
+    with pytest.raises(ImportError, match=r"not a BAGEL checkout"):
+        get_generator(ModelSpec(backend="bagel", model=str(tmp_path / "w"), params={"code": str(tmp_path)}))

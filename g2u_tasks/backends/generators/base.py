@@ -19,6 +19,16 @@ class GenerateRequest:
     family: EditFamily
 
 
+GEN_TEXT_INFO = "g2u_gen_text"  # PIL info key: text the generator wrote with the image (thoughts.gen_text)
+
+
+def with_gen_text(image: Image.Image, text: str | None) -> Image.Image:
+    """The image carrying the generator's own text (e.g. BAGEL's think-mode plan) to the manifest."""
+    if text:
+        image.info[GEN_TEXT_INFO] = text
+    return image
+
+
 class Generator(Protocol):
     name: str
 
