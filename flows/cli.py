@@ -52,10 +52,15 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False) -> None:
     """Generation-to-Understanding: visual thoughts, understanding passes, reports."""
+    from flows.progress import silence_telemetry
+
+    silence_telemetry()  # before any command imports Prefect
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: key.sub=value")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | md | csv | json")]
 WarehouseOpt = Annotated[str, typer.Option("--warehouse", "-w", help="DuckDB file")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="print every Prefect log line (each task's "
+                                          "state, progress lines) instead of progress bars")]
 
 
 def _show(frame: pl.DataFrame, fmt: str, title: str | None = None) -> None:
@@ -113,36 +118,49 @@ def _load_hint(err: jobs.RunNotLoadedError, config: str, overrides: list[str] | 
                      f"g2u load {err.run_id} --config {shlex.quote(config)}{sets}")
 
 
+def _summary(result: dict, cfg: RunConfig, report_name: str) -> None:
+    """What the run did and where its outputs are, in three lines above the report."""
+    recovered = f", {result['recovered']} recovered from an interrupted run" if result.get("recovered") else ""
+    loaded = result["loaded"]  # rows per warehouse table
+    console.print(f"dataset v{result['dataset_version']}: {result['generated']} thought(s) generated, "
+                  f"{result['reused']} reused{recovered}, {result['failed']} failed · run {result['run_id']}",
+                  highlight=False)
+    console.print(f"{loaded['predictions']} prediction(s), {loaded['quarantine']} quarantined row(s) "
+                  f"· warehouse {cfg.warehouse} · store {cfg.store}", highlight=False)
+    console.print(f"report {report_name} below · all reports: g2u report --list -w {shlex.quote(cfg.warehouse)}",
+                  highlight=False)
+
+
 @app.command()
-def run(config: str, set_: SetOpt = None, report_name: str = reports.DEFAULT_REPORT) -> None:
+def run(config: str, set_: SetOpt = None, report_name: str = reports.DEFAULT_REPORT,
+        verbose: VerboseOpt = False) -> None:
     """The main job: materialise -> understand -> validate -> load -> report."""
     from flows.config_ref import ConfigRef
     from flows.local_server import isolated_prefect
+    from flows.progress import terminal
 
     cfg = _checked_config(config, set_)
-    with isolated_prefect():  # this run's own Prefect home and server, unless PREFECT_API_URL is set
+    # this run's own Prefect home and server, unless PREFECT_API_URL is set
+    with terminal(verbose), isolated_prefect():
         from flows.pipeline import g2u_pipeline
 
         try:
             result = g2u_pipeline(ConfigRef.of(cfg), report_name)
         except jobs.RunNotLoadedError as err:
             raise _load_hint(err, config, set_) from err
-    console.print(
-        f"dataset v{result['dataset_version']}: {result['generated']} thought(s) generated, "
-        f"{result['reused']} reused, {result.get('recovered', 0)} recovered from an interrupted run, "
-        f"{result['failed']} failed · run {result['run_id']}"
-    )
+    _summary(result, cfg, report_name)
     _report(cfg.warehouse, report_name, result["run_id"], "table")
 
 
 @app.command()
-def materialise(config: str, set_: SetOpt = None) -> None:
+def materialise(config: str, set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
     """Generate missing thoughts only; prints the dataset version."""
     from flows.config_ref import ConfigRef
     from flows.local_server import isolated_prefect
+    from flows.progress import terminal
 
     cfg = _checked_config(config, set_)
-    with isolated_prefect():
+    with terminal(verbose), isolated_prefect():
         from flows.pipeline import materialise_thoughts
 
         m = materialise_thoughts(ConfigRef.of(cfg))
@@ -152,13 +170,14 @@ def materialise(config: str, set_: SetOpt = None) -> None:
 
 @app.command()
 def understand(config: str, dataset_version: Annotated[int, typer.Option("--dataset-version")],
-               set_: SetOpt = None) -> None:
+               set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
     """Understanding passes against a pinned dataset version, then validate and load."""
     from flows.config_ref import ConfigRef
     from flows.local_server import isolated_prefect
+    from flows.progress import terminal
 
     cfg = _checked_config(config, set_)
-    with isolated_prefect():
+    with terminal(verbose), isolated_prefect():
         from flows.pipeline import run_understanding, validate_and_load
 
         ref = ConfigRef.of(cfg)

@@ -281,10 +281,10 @@ class BatchRunner:
     def batching(self, run_log) -> "Batching":
         """What the core's stage sequences take: this runner's mapping, the flow's logger, progress."""
         from g2u_tasks.batching import Batching
-        from flows.progress import progress
+        from flows.progress import flow_progress
 
         return Batching(map_batches=self.map_batches, log=run_log, load_understander=self.load_understander,
-                        progress=lambda steps, total, label: progress(steps, total, label, run_log))
+                        progress=flow_progress(run_log))
 
 
 @contextmanager

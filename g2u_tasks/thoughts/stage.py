@@ -26,6 +26,11 @@ def generate_thoughts(batch: list[PlannedThought], store: ThoughtStore, generato
     return generate_batch(store, generator_spec, batch, similarity_spec)
 
 
+def failed_thoughts(table) -> int:
+    """How many rows of a generated batch failed."""
+    return table.column("status").to_pylist().count("failed")
+
+
 def ask_planner(batch: list[PlanJob], planner_spec: ModelSpec, families: list[EditFamily]) -> list[Plan]:
     return planning.plan_batch(planner_spec, families, batch)
 
@@ -42,8 +47,9 @@ def self_directed_plans(cfg: RunConfig, store: ThoughtStore, items: list[Item], 
     plans, todo = planning.split_recorded(store.manifest(), items, families, cfg)
     spec = planning.planner_spec(cfg)
     log.info("plans (%s, %s): %d recorded, %d to ask", cfg.prompt_source, spec.label(), len(plans), len(todo))
-    results = batching.run("planning", ask_planner, in_batches(todo, cfg.batch_size), planner_spec=spec,
-                           families=families)
+    results = batching.run("planning", ask_planner, in_batches(todo, cfg.batch_size),
+                           count_failed=lambda batch: sum(p.status != planning.OK for p in batch),
+                           planner_spec=spec, families=families)
     new = [p for batch in results for p in batch]
     plans.update({p.plan_id: p for p in new})
     for p in [p for p in new if p.status != planning.OK][:5]:
@@ -88,9 +94,10 @@ def generate_missing(store: ThoughtStore, gen_spec: ModelSpec, planned: list[Pla
     todo, recovered = recover_pending(store, todo)  # blobs a killed run wrote but never committed
     log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, "
              "%d to generate", len(planned), reused, recovered.num_rows, len(todo))
-    tables = batching.run("generating thoughts", generate_thoughts, in_batches(todo, batch_size), store=store,
-                          generator_spec=gen_spec, similarity_spec=similarity_spec)
-    failed = sum(t.column("status").to_pylist().count("failed") for t in tables)
+    tables = batching.run("generating thoughts", generate_thoughts, in_batches(todo, batch_size),
+                          count_failed=failed_thoughts, store=store, generator_spec=gen_spec,
+                          similarity_spec=similarity_spec)
+    failed = sum(map(failed_thoughts, tables))
     committed = commit_thoughts(store, [recovered, *tables], planned)
     version = committed if committed is not None else store.version()
     log.info("dataset version %s (%s)", version, "new commit" if committed is not None else "unchanged")

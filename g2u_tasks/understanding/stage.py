@@ -45,7 +45,8 @@ def run_understanding(cfg: RunConfig, dataset_version: int | None, materialised:
     name, notes = (batching.load_understander or describe_understander)(cfg.understander)
     log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), len(tasks), name)
     predictions = []
-    for table, bad in batching.run("answering", answer_batch, in_batches(tasks, cfg.batch_size), store=store,
+    for table, bad in batching.run("answering", answer_batch, in_batches(tasks, cfg.batch_size),
+                                   count_failed=lambda result: len(result[1]), store=store,
                                    understander_spec=cfg.understander, run_id=run_id):
         predictions.append(table)
         quarantined += bad

@@ -71,3 +71,52 @@ def table_counts(warehouse: str | Path) -> dict:
                 for t in ("items", "thoughts", "predictions", "metrics", "runs", "quarantine")}
     finally:
         con.close()
+
+
+def run_in_terminal(args: list[str], cwd: Path, env: dict, cols: int = 120, timeout_s: float = 540) -> list[str]:
+    """Run a command on a pseudo-terminal of `cols` columns, as a person's shell would; returns the
+    screen it leaves (pyte emulates the terminal: live bars redraw in place, as they would on screen)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    import pyte
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=child, stdout=child, stderr=child, start_new_session=True)
+    os.close(child)
+    screen = pyte.HistoryScreen(cols, 50, history=100_000)
+    stream = pyte.ByteStream(screen)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 1)[0]:
+                try:
+                    data = os.read(main, 65536)
+                except OSError:  # EIO: the command closed the terminal
+                    break
+                if not data:
+                    break
+                stream.feed(data)
+            elif proc.poll() is not None:
+                break
+        else:
+            raise TimeoutError(f"{args} still running after {timeout_s} s")
+        assert proc.wait(timeout=30) == 0, "\n".join(_screen_lines(screen))
+    finally:
+        stop(proc)
+        os.close(main)
+    return _screen_lines(screen)
+
+
+def _screen_lines(screen) -> list[str]:
+    """Every line the terminal showed, scrolled off or on screen, without trailing blank lines."""
+    lines = ["".join(row[x].data for x in range(screen.columns)).rstrip() for row in screen.history.top]
+    lines += [line.rstrip() for line in screen.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
