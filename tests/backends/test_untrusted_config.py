@@ -55,7 +55,7 @@ def test_bagel_loads_only_through_its_own_entry_point(tmp_path, fresh_models, mo
     """Without the hostile param the model string is only a path: the backend's loader never runs it."""
     marker = tmp_path / "y"
     monkeypatch.setitem(sys.modules, "inferencer", None)  # BAGEL's code is not installed here
-    with pytest.raises(ImportError, match="BAGEL's inference code is not installed"):
+    with pytest.raises(ImportError, match=r"`code` param to a checkout of https://github.com/ByteDance-Seed/Bagel"):
         registry.get_generator(ModelSpec(backend="bagel", model=f"touch {marker}"))
     assert not marker.exists()
 
@@ -83,12 +83,15 @@ def _dynamic_imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_the_core_imports_no_module_a_value_names():
-    """The registry's fixed table is the only dynamic import in the core; nothing else imports,
-    execs or evals a string."""
+    """The registry's fixed table and BAGEL's fixed list of official modules (from the checkout its
+    `code` param names) are the only dynamic imports in the core; nothing else imports, execs or evals
+    a string."""
     found = {str(p.relative_to(REPO)): _dynamic_imports(p) for p in sorted((REPO / "g2u_tasks").rglob("*.py"))}
-    found = {k: v for k, v in found.items() if v}
-    assert found == {"g2u_tasks/backends/registry.py": [(found["g2u_tasks/backends/registry.py"][0][0],
-                                                          "importlib.import_module(BACKEND_MODULES[role][backend])")]}
+    found = {k: [src for _, src in v] for k, v in found.items() if v}
+    assert found == {"g2u_tasks/backends/registry.py": ["importlib.import_module(BACKEND_MODULES[role][backend])"],
+                     "g2u_tasks/backends/unified/bagel_official.py": ["importlib.import_module(name)"]}
+    from g2u_tasks.backends.unified import bagel_official
+    assert all(isinstance(n, str) for n in bagel_official._MODULES)  # a fixed tuple, not a value from a config
 
 
 # ---- 2. every backend declares its params; unknown ones and credentials are refused ----------------

@@ -24,8 +24,9 @@ from g2u_tasks.backends.tiny_models import read_model_card
 from g2u_tasks.backends.unified.varlen_attention import provide_flash_attn, real_flash_attn_available
 
 ATTENTION = ("auto", "flash_attn", "sdpa")
+# The official modules used, by fixed name; only their location (the checkout) comes from the config.
 _MODULES = ("inferencer", "data.data_utils", "data.transforms", "modeling.autoencoder", "modeling.bagel",
-            "modeling.qwen2")
+            "modeling.bagel.qwen2_navit", "modeling.qwen2")
 INSTALL_HINT = (
     "bagel: set the spec's `code` param to a checkout of https://github.com/ByteDance-Seed/Bagel (kept outside "
     "this repository; install its requirements, flash_attn optional) and `model` to a weights folder such as "

@@ -57,7 +57,7 @@ class PackedBagel:
     def __init__(self, ob: OfficialBagel, pack_size: int = 32):
         self.ob, self.m, self.pack_size = ob, ob.model, max(1, int(pack_size))
         self.ids = ob.new_token_ids
-        self.cache_cls = __import__("modeling.bagel.qwen2_navit", fromlist=["NaiveCache"]).NaiveCache
+        self.cache_cls = ob.modules["modeling.bagel.qwen2_navit"].NaiveCache
         self.to_rgb = ob.modules["data.data_utils"].pil_img2rgb
         self.vlm_think = ob.modules["inferencer"].VLM_THINK_SYSTEM_PROMPT
         self.gen_think = ob.modules["inferencer"].GEN_THINK_SYSTEM_PROMPT
