@@ -29,7 +29,7 @@ MODELS_DIR = SQL_DIR / "models"
 MODELS = (
     "thought_variants", "run_thoughts", "prediction_units", "baseline_units", "paired_units", "paired_items",
     "missing_units", "missing_items", "paired_gains", "thought_gains", "fidelity_cells", "fidelity_ranks",
-    "oracle_items", "official_gains", "run_costs",
+    "oracle_items", "official_gains", "run_costs", "run_fidelity",
 )
 PROBE = MODELS[-1]
 
@@ -58,7 +58,7 @@ def staging_sqls(con: duckdb.DuckDBPyConnection, schemas: dict[str, pa.Schema]) 
 
 # persisted per run (derived_<model>); in dependency order, as in MODELS
 DERIVED = ("run_thoughts", "paired_items", "missing_items", "paired_gains", "thought_gains", "fidelity_cells",
-           "fidelity_ranks", "oracle_items", "run_costs")
+           "fidelity_ranks", "oracle_items", "run_costs", "run_fidelity")
 STATE = "derived_state"
 RUN_TABLES = ("predictions", "metrics", "runs", "quarantine")  # the tables keyed by run_id
 # thought columns the models read: a reloaded thought whose values here change re-derives the runs using it
