@@ -9,11 +9,15 @@ gen_seconds, failed thoughts and quarantined answers (both with their quarantine
 
 Then runs `g2u report NAME --format json` for every report in a fresh process, each time right after `g2u --help`
 (the process start alone), and prints medians: report, seconds, seconds beyond process start, the same in CPU
-seconds (user + system: steadier on a shared machine), output rows, output bytes.
+seconds (user + system: steadier on a shared machine), output rows, output bytes. The CLI is this checkout's
+(`python -m flows.cli` run in it). With `--before DIR` (a checkout of an earlier commit, e.g. `git worktree add`),
+each report also runs from there in the same loop, right after this checkout's, and both are printed side by side;
+the two outputs must be equal.
 
     python perf/reports_scale.py                     # ~1,000,000 predictions (building takes about a minute)
     python perf/reports_scale.py --quick             # ~50,000 predictions (smoke test)
     python perf/reports_scale.py --reports gain_ci,summary --repeats 3 --out /tmp/rs.json
+    python perf/reports_scale.py --dir /tmp/rs --before /tmp/g2u-before   # before/after on one warehouse
 """
 from __future__ import annotations
 
@@ -174,18 +178,18 @@ def build(path: Path, n_items: int, seeds: int) -> dict:
 
 
 def cli() -> list[str]:
-    exe = Path(sys.executable).with_name("g2u")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "flows.cli"]
+    # run in the checkout timed (cwd): the environment's `g2u` script imports the checkout it was installed from
+    return [sys.executable, "-m", "flows.cli"]
 
 
-def timed(args: list[str], repeats: int) -> tuple[float, float, bytes]:
-    """Median wall seconds and median CPU seconds (user + system) of `repeats` fresh processes, and the last one's
-    stdout. CPU seconds are steadier than wall time on a machine shared with other work."""
+def timed(args: list[str], repeats: int, tree: Path = REPO) -> tuple[float, float, bytes]:
+    """Median wall seconds and median CPU seconds (user + system) of `repeats` fresh processes run in `tree`, and
+    the last one's stdout. CPU seconds are steadier than wall time on a machine shared with other work."""
     walls, cpus, out = [], [], b""
     for _ in range(repeats):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(args, cwd=REPO, capture_output=True)
+        proc = subprocess.run(args, cwd=tree, capture_output=True)
         walls.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -205,6 +209,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs per report (each after a process-start run); "
                                                           "medians are shown")
     ap.add_argument("--out", help="also write the rows as JSON here")
+    ap.add_argument("--before", help="a checkout of an earlier commit: its reports are timed beside this one's")
     args = ap.parse_args()
     n_items = args.items or (1000 if args.quick else 20000)
     tmp = None if args.dir else tempfile.mkdtemp(prefix="g2u-reports-scale-")
@@ -225,25 +230,37 @@ def main() -> None:
         print(f"warehouse {path}: {built}", flush=True)
         listed = [] if args.reports else json.loads(timed([*cli(), "report", "--list", "--format", "json"], 1)[2])
         names = args.reports.split(",") if args.reports else [r["report"] for r in listed]
-        # process start is timed right before each report, and each report's excess is the median of those
-        # differences: on a shared machine the load changes between one report and the next
-        start, start_cpu, _ = timed([*cli(), "--help"], 1)
+        trees = {"after": REPO, **({"before": Path(args.before).resolve()} if args.before else {})}
         rows = []
-        head = f"{'report':<28} {'seconds':>8} {'beyond start':>13} {'cpu s':>7} {'cpu beyond':>11} {'rows':>7} {'bytes':>10}"
-        print(head)
+        before_head = f" {'before beyond':>14} {'before cpu':>11}" if args.before else ""
+        print(f"{'report':<28}{before_head} {'seconds':>8} {'beyond start':>13} {'cpu s':>7} {'cpu beyond':>11} "
+              f"{'rows':>7} {'bytes':>10}" + (" same" if args.before else ""))
         for name in names:
-            samples = []
+            samples: dict[str, list] = {tree: [] for tree in trees}
+            outs: dict[str, bytes] = {}
             for _ in range(args.repeats):
-                start, start_cpu, _ = timed([*cli(), "--help"], 1)
-                wall, cpu, out = timed([*cli(), "report", name, "--format", "json", "-w", str(path)], 1)
-                samples.append((wall, wall - start, cpu, cpu - start_cpu, start))
-            wall, beyond, cpu, beyond_cpu, start = (statistics.median(col) for col in zip(*samples))
+                for tree, where in trees.items():  # interleaved: both see the same load on a shared machine
+                    # process start is timed right before each report, and a report's excess is the median of those
+                    # differences: on a shared machine the load changes between one report and the next
+                    start, start_cpu, _ = timed([*cli(), "--help"], 1, where)
+                    wall, cpu, outs[tree] = timed([*cli(), "report", name, "--format", "json", "-w", str(path)], 1,
+                                                  where)
+                    samples[tree].append((wall, wall - start, cpu, cpu - start_cpu, start))
+            wall, beyond, cpu, beyond_cpu, start = (statistics.median(col) for col in zip(*samples["after"]))
+            out = outs["after"]
             row = {"report": name, "seconds": round(wall, 2), "beyond_start_s": round(beyond, 2),
                    "cpu_s": round(cpu, 2), "beyond_start_cpu_s": round(beyond_cpu, 2), "start_s": round(start, 2),
                    "rows": len(json.loads(out)), "bytes": len(out)}
+            line = f"{name:<28}"
+            if args.before:
+                old = [statistics.median(col) for col in zip(*samples["before"])]
+                row.update(before_beyond_start_s=round(old[1], 2), before_beyond_start_cpu_s=round(old[3], 2),
+                           same_output=outs["before"] == out)
+                line += f" {old[1]:>14.2f} {old[3]:>11.2f}"
             rows.append(row)
-            print(f"{name:<28} {wall:>8.2f} {beyond:>13.2f} {cpu:>7.2f} {beyond_cpu:>11.2f} "
-                  f"{row['rows']:>7} {row['bytes']:>10}", flush=True)
+            print(line + f" {wall:>8.2f} {beyond:>13.2f} {cpu:>7.2f} {beyond_cpu:>11.2f} {row['rows']:>7} "
+                  f"{row['bytes']:>10}" + (f" {'yes' if row['same_output'] else 'NO'}" if args.before else ""),
+                  flush=True)
         print(f"process start alone (g2u --help): median {statistics.median(r['start_s'] for r in rows):.2f} s")
         if args.out:
             Path(args.out).write_text(json.dumps({"warehouse": str(path), "items": n_items, "seeds": args.seeds,

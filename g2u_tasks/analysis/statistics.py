@@ -72,7 +72,8 @@ class RunData:
     (official_gains) and `costs`
     (run_costs); `pair_cells`, `missing_cells`, `oracle_cells` and `oracle_winners` count those rows per cell (see
     cells() and oracle_cells()). Parts not asked of
-    load_run are empty."""
+    load_run are empty, and so are the per-item parts (PER_ITEM, with their columns) of a run that is not
+    self-directed."""
 
     run_id: str | None
     conditions: tuple[str, ...] = ()
@@ -97,6 +98,11 @@ class RunData:
     def random_weights(self) -> bool:
         return "random weights" in (self.run.get("notes") or "")
 
+    @property
+    def self_directed(self) -> bool:
+        """Whether the run answered or planned with self-directed thoughts (needs `plans` read)."""
+        return bool(set(self.conditions) & set(SELF_SOURCES)) or not self.plans.is_empty()
+
 
 # part -> the run's rows of it ($1 = run_id); every one filters by run in the query
 PART_SQL = {
@@ -117,40 +123,53 @@ PART_SQL = {
     "official": "SELECT * FROM official_gains WHERE run_id = $1",
     "costs": "SELECT * FROM run_costs WHERE run_id = $1",
     "metrics": "SELECT * FROM stg_metrics WHERE run_id = $1",
-    "plans": f"SELECT t.* FROM stg_thoughts t WHERE t.prompt_source IN {SELF_SOURCES} AND t.thought_id IN "
-             "(SELECT thought_id FROM run_thoughts WHERE run_id = $1)",
+    # the self-directed thoughts first: none (every run on fixed families) prunes the run's thoughts unread
+    "plans": f"WITH own AS (SELECT * FROM stg_thoughts WHERE prompt_source IN {SELF_SOURCES}) SELECT * FROM own "
+             "WHERE thought_id IN (SELECT r.thought_id FROM run_thoughts r WHERE r.run_id = $1 "
+             "AND r.thought_id IN (SELECT thought_id FROM own))",
     "items": "SELECT * FROM stg_items i WHERE EXISTS (SELECT 1 FROM stg_predictions p WHERE p.run_id = $1 "
              "AND p.benchmark = i.benchmark AND p.item_id = i.item_id)",
 }
 
 
+# the per-item parts: only the self-directed comparisons (self_direction, self_vs_families) use them, so they are
+# read for a self-directed run and for its reference run; another run gets them empty, with their columns (a
+# 1,000,000-prediction run has some 200,000 paired items)
+PER_ITEM = ("pairs", "missing", "oracle")
+
+
 def load_run(con: duckdb.DuckDBPyConnection, run_id: str | None, with_reference: bool = True,
              parts: tuple[str, ...] = PARTS) -> RunData:
     warehouse.require_views(con)
-
-    def rows(sql: str) -> pl.DataFrame:
-        return con.sql(sql, params=[run_id]).pl()
-
-    need = {"plans", *parts} if with_reference else set(parts)  # plans say whether a reference run is needed
-    loaded = {name: rows(PART_SQL[name]) for name in PARTS if name in need}
-    if "plans" in loaded:
-        loaded["plans"] = thought_columns(loaded["plans"], with_item=True)
-    conditions = tuple(r[0] for r in con.execute(
-        "SELECT DISTINCT condition FROM stg_predictions WHERE run_id = $1 ORDER BY condition", [run_id]).fetchall())
-    run = rows("SELECT * FROM stg_runs WHERE run_id = $1").to_dicts()
-    data = RunData(run_id, conditions, run=run[0] if run else {}, **loaded)
+    # plans say whether the run is self-directed: whether it needs a reference run and its per-item parts
+    need = {"plans", *parts} if with_reference or set(parts) & set(PER_ITEM) else set(parts)
+    data = _read_run(con, run_id, need, per_item=None)
     ref_id = reference_run(con, data) if with_reference else None
     if ref_id is None:
         return data
-    return replace(data, reference=load_run(con, ref_id, with_reference=False, parts=parts))
+    return replace(data, reference=_read_run(con, ref_id, set(parts), per_item=True))
+
+
+def _read_run(con: duckdb.DuckDBPyConnection, run_id: str | None, need: set[str], per_item: bool | None) -> RunData:
+    """The run's parts in `need`; the per-item ones when `per_item`, or (None) when the run is self-directed."""
+    def rows(sql: str) -> pl.DataFrame:
+        return con.sql(sql, params=[run_id]).pl()
+
+    conditions = tuple(r[0] for r in con.execute(
+        "SELECT DISTINCT condition FROM stg_predictions WHERE run_id = $1 ORDER BY condition", [run_id]).fetchall())
+    run = rows("SELECT * FROM stg_runs WHERE run_id = $1").to_dicts()
+    plans = thought_columns(rows(PART_SQL["plans"]), with_item=True) if "plans" in need else pl.DataFrame()
+    data = RunData(run_id, conditions, plans=plans, run=run[0] if run else {})
+    per_item = data.self_directed if per_item is None else per_item
+    loaded = {name: rows(PART_SQL[name] if per_item or name not in PER_ITEM else f"{PART_SQL[name]} LIMIT 0")
+              for name in PARTS if name in need and name != "plans"}
+    return replace(data, **loaded)
 
 
 def reference_run(con: duckdb.DuckDBPyConnection, data: RunData) -> str | None:
     """For a self-directed run without fixed families: the latest other run by the same understander that has
     fixed-family predictions on some of its items."""
-    conditions = set(data.conditions)
-    own_self = bool(conditions & set(SELF_SOURCES)) or not data.plans.is_empty()
-    if not own_self or conditions - {BASELINE, *SELF_SOURCES}:
+    if not data.self_directed or set(data.conditions) - {BASELINE, *SELF_SOURCES}:
         return None
     hit = con.sql("""
         SELECT r.run_id FROM stg_runs r
@@ -263,14 +282,14 @@ def spearman_p(rho: float, n: int) -> float:
     return min(1.0, _betainc(dof / 2, 0.5, dof / (dof + t2)))  # = 2 * t.sf(|t|, dof)
 
 
-def paired_summary(treated, control, weights=None) -> dict:
+def paired_summary(treated, control, weights=None, interval: bool = True) -> dict:
     """Accuracy with and without the treatment on the same items, the gain with its bootstrap CI, flips, McNemar.
-    `weights` (integer): how many items each (treated, control) pair stands for (a histogram of a cell's items)."""
-    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
-    w = np.ones(treated.size, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    `weights` (integer): how many items each (treated, control) pair stands for (a histogram of a cell's items).
+    Without `interval` the CI is NaN (the bootstrap is the costly part)."""
+    treated, control, w = _paired(treated, control, weights)
     n = int(w.sum())
     diffs = treated - control
-    low, high = bootstrap_ci(diffs, weights=w)
+    low, high = bootstrap_ci(diffs, weights=w) if interval else (math.nan, math.nan)
     t_right, c_right = treated > 0.5, control > 0.5
     fixed, broken = int(w[t_right & ~c_right].sum()), int(w[~t_right & c_right].sum())
     mean = (lambda v: float(v @ w) / n) if n else (lambda v: math.nan)
@@ -279,6 +298,18 @@ def paired_summary(treated, control, weights=None) -> dict:
         "gain_pp": 100 * mean(diffs), "ci_low_pp": 100 * low, "ci_high_pp": 100 * high,
         "p_mcnemar": mcnemar_p(fixed, broken), "fixed": fixed, "broken": broken,
     }
+
+
+def _paired(treated, control, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    w = np.ones(treated.size, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    return treated, control, w
+
+
+def paired_interval(treated, control, weights=None) -> tuple[float, float]:
+    """paired_summary's CI alone (as fractions, not pp)."""
+    treated, control, w = _paired(treated, control, weights)
+    return bootstrap_ci(treated - control, weights=w)
 
 
 def coverage(pairs: pl.DataFrame, missing: pl.DataFrame, by: list[str]) -> pl.DataFrame:
@@ -307,25 +338,33 @@ def _weight(frame: pl.DataFrame) -> pl.Expr:
     return (pl.col("weight") if "weight" in frame.columns else pl.lit(1)).cast(pl.Int64).alias("weight")
 
 
-def paired_report(pairs: pl.DataFrame, missing: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+def paired_report(pairs: pl.DataFrame, missing: pl.DataFrame, by: list[str],
+                  intervals: pl.Expr | None = None) -> pl.DataFrame:
     """paired_table with coverage columns: one row per group in either frame (`n_items` = `n_paired`; the
     statistics are null where nothing is paired)."""
-    stats = paired_table(pairs, by).drop("n_items")
+    stats = paired_table(pairs, by, intervals).drop("n_items")
     table = coverage(pairs, missing, by).join(stats, on=by, how="left", nulls_equal=True)
     return table.select(*by, pl.col("n_paired").alias("n_items"), *list(STATS_SCHEMA)[1:], *COVERAGE_SCHEMA)
 
 
-def paired_table(pairs: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """One row of paired_summary per group; `pairs` has the `by` columns plus per-item `treated` and `control`."""
+def paired_table(pairs: pl.DataFrame, by: list[str], intervals: pl.Expr | None = None) -> pl.DataFrame:
+    """One row of paired_summary per group; `pairs` has the `by` columns plus per-item `treated` and `control`.
+    `intervals`: which rows get a bootstrap CI, as a predicate over the rows' other columns (default: every row);
+    the others get NaN. A caller that cites a few rows' intervals (the summary) draws only those."""
     schema = {**{k: pairs.schema[k] for k in by}, **STATS_SCHEMA}
     # a cell's items as a histogram of (treated, control): few distinct pairs however many items; rows that are
     # already counts carry a `weight` column
     count = pl.col("weight").sum() if "weight" in pairs.columns else pl.len()
     hist = pairs.group_by([*by, "treated", "control"], maintain_order=True).agg(count.alias("weight"))
-    rows = [{**dict(zip(by, key)), **paired_summary(part["treated"].to_numpy(), part["control"].to_numpy(),
-                                                    part["weight"].to_numpy())}
-            for key, part in hist.group_by(by, maintain_order=True)]
-    return pl.DataFrame(rows, schema=schema)
+    groups = [(dict(zip(by, key)), part["treated"].to_numpy(), part["control"].to_numpy(), part["weight"].to_numpy())
+              for key, part in hist.group_by(by, maintain_order=True)]
+    table = pl.DataFrame([{**key, **paired_summary(t, c, w, interval=False)} for key, t, c, w in groups],
+                         schema=schema)
+    wanted = table.with_columns((pl.lit(True) if intervals is None else intervals).fill_null(False).alias("_ci"))["_ci"]
+    bounds = [paired_interval(t, c, w) if want else (math.nan, math.nan)
+              for (_, t, c, w), want in zip(groups, wanted)]
+    return table.with_columns(pl.Series("ci_low_pp", [100 * b[0] for b in bounds], pl.Float64),
+                              pl.Series("ci_high_pp", [100 * b[1] for b in bounds], pl.Float64))
 
 
 def tidy(frame: pl.DataFrame) -> pl.DataFrame:
@@ -418,23 +457,20 @@ def official_headline(official: pl.DataFrame) -> pl.DataFrame:
 
 def cells(data: RunData) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The run's paired items counted per variant x (score, baseline_score), and its missing items per variant x
-    reason x partly_paired (`weight` = items): the same statistics as the items one by one, from far fewer rows.
-    Read as such when load_run read them (pair_cells, missing_cells), else counted from pairs and missing."""
-    if data.pair_cells.width and data.missing_cells.width:
-        return data.pair_cells, data.missing_cells
-    n = pl.len().cast(pl.Int64).alias("weight")
-    return (data.pairs.group_by([*VARIANT, "score", "baseline_score"], maintain_order=True).agg(n),
-            data.missing.group_by([*VARIANT, "reason", "partly_paired"], maintain_order=True).agg(n))
+    reason x partly_paired (`weight` = items; load_run's pair_cells and missing_cells): the same statistics as the
+    items one by one, from far fewer rows."""
+    return data.pair_cells, data.missing_cells
 
 
-def gain_table(data: RunData) -> pl.DataFrame:
-    """Unrounded gain_ci rows (no run_id): paired statistics and coverage per variant."""
+def gain_table(data: RunData, intervals: pl.Expr | None = None) -> pl.DataFrame:
+    """Unrounded gain_ci rows (no run_id): paired statistics and coverage per variant (CIs on the rows `intervals`
+    selects, see paired_table)."""
     degraded = pl.col("degrade_kind") != NO_DEGRADE  # pooled only where every benchmark has the variant's kind
     pair_cells, missing_cells = cells(data)
     pairs, missing = pooled(treated(pair_cells.filter(~degraded)), missing_cells.filter(~degraded))
     pairs = pl.concat([pairs, treated(pair_cells.filter(degraded))])
     missing = pl.concat([missing, missing_cells.filter(degraded)])
-    table = paired_report(pairs, missing, VARIANT).rename(
+    table = paired_report(pairs, missing, VARIANT, intervals).rename(
         {"control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
     official = official_headline(data.official).with_columns(pl.lit(NO_DEGRADE).alias("degrade_kind"))
     table = table.join(official, on=["benchmark", "condition", "mode", "degrade_kind"], how="left")
@@ -479,13 +515,14 @@ def fidelity_correlation(ranks: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(list(out.values()), schema=schema)
 
 
-def fidelity_gain(data: RunData) -> pl.DataFrame:
+def fidelity_gain(data: RunData, intervals: pl.Expr | None = None) -> pl.DataFrame:
     """Gain per PSNR bin per mode, for all families pooled (`ALL`) and each family, with bootstrap CI over thoughts
     and Spearman rho between fidelity and per-item gain; the identity control as a reference row (no bin). Reads the
-    run's fidelity_cells (thoughts counted per bin x score pair) and fidelity_ranks, derived at load time."""
+    run's fidelity_cells (thoughts counted per bin x score pair) and fidelity_ranks, derived at load time. CIs on
+    the rows `intervals` selects (see paired_table)."""
     keys = ["mode", "family", "psnr_bin"]
     cells = data.fidelity_cells.rename({"n_thoughts": "weight"})
-    stats = paired_table(cells, keys).select(*keys, pl.col("n_items").alias("n_thoughts"), "gain_pp",
+    stats = paired_table(cells, keys, intervals).select(*keys, pl.col("n_items").alias("n_thoughts"), "gain_pp",
                                              "ci_low_pp", "ci_high_pp")
     n_ssim = pl.col("n_ssim").sum()
     ranges = cells.group_by(keys).agg(
@@ -528,25 +565,19 @@ def generation_seconds(data: RunData) -> pl.DataFrame:
 
 
 def oracle_cells(data: RunData) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The oracle_items of the run counted: (per benchmark x mode x complete x (oracle_score, baseline_score) x
-    missing_reason: `weight` items; per benchmark x mode x family: `k` complete items on which it is an oracle
-    family). Read as such when load_run read them, else counted from `oracle`."""
-    if data.oracle_cells.width and data.oracle_winners.width:
-        return data.oracle_cells, data.oracle_winners
-    keys = ["benchmark", "mode"]
-    counted = data.oracle.group_by([*keys, "complete", "oracle_score", "baseline_score", "missing_reason"],
-                                   maintain_order=True).agg(pl.len().cast(pl.Int64).alias("weight"))
-    winners = data.oracle.filter(pl.col("complete")).explode("oracle_families").drop_nulls("oracle_families") \
-        .group_by([*keys, pl.col("oracle_families").alias("family")]).agg(pl.len().cast(pl.Int64).alias("k"))
-    return counted, winners
+    """The oracle_items of the run counted (load_run's oracle_cells and oracle_winners): per benchmark x mode x
+    complete x (oracle_score, baseline_score) x missing_reason: `weight` items; per benchmark x mode x family: `k`
+    complete items on which it is an oracle family."""
+    return data.oracle_cells, data.oracle_winners
 
 
-def family_oracle(data: RunData) -> pl.DataFrame:
+def family_oracle(data: RunData, intervals: pl.Expr | None = None) -> pl.DataFrame:
     """Per benchmark x mode: each fixed family's gain (CI, McNemar, flips, coverage), how often it is an oracle family,
     its generation cost per point of gain; and the oracle row (best family per item, on items where every family is
     paired: an upper bound on choosing well; an item some family lacks is missing, with that family's reason).
     Generation seconds are each thought's share of its generator call. Works on counted cells (cells(),
-    oracle_cells()): the same numbers as item by item."""
+    oracle_cells()): the same numbers as item by item. CIs on the rows `intervals` selects (see paired_table; its
+    columns are named as in paired_table: the family is `condition`)."""
     keys = ["benchmark", "mode", "condition"]
     pair_cells, missing_cells = cells(data)
     counted, winners = oracle_cells(data)
@@ -561,7 +592,7 @@ def family_oracle(data: RunData) -> pl.DataFrame:
                              *keys, pl.col("missing_reason").fill_null("not_planned").cast(pl.String).alias("reason"),
                              pl.lit(False).alias("partly_paired"), "weight")])
     pairs, missing = pooled(pairs, missing)
-    table = paired_report(pairs, missing, keys).rename(
+    table = paired_report(pairs, missing, keys, intervals).rename(
         {"condition": "family", "control_pct": "baseline_pct", "treated_pct": "accuracy_pct"})
     pool = ALL in set(pairs["benchmark"]) | set(missing["benchmark"])
     share = _oracle_share(with_all(counted.filter(pl.col("complete")), pool=pool), with_all(winners, pool=pool))

@@ -257,14 +257,32 @@ def degrade_findings(curve: pl.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
+# The rows whose intervals the sentences cite, as predicates over paired_table rows: only those are bootstrapped.
+NEAR_BEST_PP = 0.01  # a gain this close to the best may be the best once rounded to 2 decimals (tidy)
+
+
+def _near_best(among: pl.Expr) -> pl.Expr:
+    best = pl.when(among).then(pl.col("gain_pp")).max().over("benchmark")
+    return among & (pl.col("gain_pp") >= best - NEAR_BEST_PP)
+
+
+_CLEAN, _CONTROL = pl.col("degrade_kind") == A.NO_DEGRADE, pl.col("condition").is_in(A.CONTROLS)
+_STRONGEST = pl.col("degrade_strength") == pl.col("degrade_strength").max().over(
+    ["benchmark", "condition", "mode", "degrade_kind"])
+# gain_findings: every control row and the best edit; degrade_findings: the strongest degradation
+CITED_GAINS = (_CLEAN & _CONTROL) | _near_best(_CLEAN & ~_CONTROL) | (~_CLEAN & _STRONGEST)
+CITED_FAMILIES = _near_best(~pl.col("condition").is_in([*A.CONTROLS, A.ORACLE]))  # family_findings: the best family
+NO_INTERVALS = pl.lit(False)  # fidelity_findings cite none
+
+
 def findings(data: A.RunData) -> pl.DataFrame:
     """Every finding as (topic, sentence)."""
     rows = run_findings(data)
     if data.run or data.conditions:
-        gains = A.gain_table(data)
+        gains = A.gain_table(data, CITED_GAINS)
         rows += gain_findings(A.tidy(gains))
-        rows += family_findings(A.family_oracle(data))
-        rows += fidelity_findings(A.fidelity_gain(data))
+        rows += family_findings(A.family_oracle(data, CITED_FAMILIES))
+        rows += fidelity_findings(A.fidelity_gain(data, NO_INTERVALS))
         rows += degrade_findings(A.tidy(A.degrade_curve(data, gains)))
         rows += self_findings(A.self_direction(data), A.self_vs_families(data))
     return pl.DataFrame(rows, schema=FINDINGS_SCHEMA, orient="row")

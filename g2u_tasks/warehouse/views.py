@@ -29,7 +29,7 @@ MODELS_DIR = SQL_DIR / "models"
 MODELS = (
     "thought_variants", "run_thoughts", "prediction_units", "baseline_units", "paired_units", "paired_items",
     "missing_units", "missing_items", "paired_gains", "thought_gains", "fidelity_cells", "fidelity_ranks",
-    "oracle_items", "official_gains", "run_costs",
+    "oracle_items", "official_gains", "run_costs", "run_fidelity",
 )
 PROBE = MODELS[-1]
 
@@ -38,21 +38,27 @@ def model_sql(name: str) -> str:
     return (MODELS_DIR / f"{name}.sql").read_text().strip().rstrip(";")
 
 
-def staging_sql(con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema) -> str:
-    """SELECT of every schema column from `table`; columns (or a whole table) it lacks read as typed NULL."""
-    con.register("_schema", schema.empty_table())
-    types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _schema").fetchall()}
-    con.unregister("_schema")
-    have = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'",
-        [table]).fetchall()}
-    cols = ", ".join(f'"{c}"' if c in have else f'CAST(NULL AS {t}) AS "{c}"' for c, t in types.items())
-    return f"SELECT {cols} FROM {table}" if have else f"SELECT {cols} WHERE false"
+def staging_sqls(con: duckdb.DuckDBPyConnection, schemas: dict[str, pa.Schema]) -> dict[str, str]:
+    """Per table: the SELECT of every schema column; columns (or a whole table) it lacks read as typed NULL.
+    One catalog query for every table: a report opens the warehouse with these."""
+    have: dict[str, set[str]] = {}
+    for table, column in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND database_name = current_database() AND NOT internal").fetchall():
+        have.setdefault(table, set()).add(column)
+    out = {}
+    for table, schema in schemas.items():
+        empty = con.from_arrow(schema.empty_table())
+        found = have.get(table, set())
+        cols = ", ".join(f'"{c}"' if c in found else f'CAST(NULL AS {t}) AS "{c}"'
+                         for c, t in zip(empty.columns, map(str, empty.types)))
+        out[table] = f"SELECT {cols} FROM {table}" if found else f"SELECT {cols} WHERE false"
+    return out
 
 
 # persisted per run (derived_<model>); in dependency order, as in MODELS
 DERIVED = ("run_thoughts", "paired_items", "missing_items", "paired_gains", "thought_gains", "fidelity_cells",
-           "fidelity_ranks", "oracle_items", "run_costs")
+           "fidelity_ranks", "oracle_items", "run_costs", "run_fidelity")
 STATE = "derived_state"
 RUN_TABLES = ("predictions", "metrics", "runs", "quarantine")  # the tables keyed by run_id
 # thought columns the models read: a reloaded thought whose values here change re-derives the runs using it
@@ -62,7 +68,7 @@ THOUGHT_COLUMNS = ("benchmark", "item_id", "family", "prompt_source", "generator
 
 def definitions(con: duckdb.DuckDBPyConnection, schemas: dict[str, pa.Schema]) -> tuple[dict[str, str], str]:
     """The staging SELECTs of this warehouse and the hash of everything the derived tables depend on."""
-    staging = {table: staging_sql(con, table, schema) for table, schema in schemas.items()}
+    staging = staging_sqls(con, schemas)
     text = "\n".join([*staging.values(), *(model_sql(m) for m in MODELS), *DERIVED])
     return staging, hashlib.sha256(text.encode()).hexdigest()
 

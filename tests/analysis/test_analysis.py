@@ -459,6 +459,26 @@ def test_summary_states_planted_findings(synth, tmp_path):
     assert "![gain_ci](gain_ci.png)" in text and frame.columns == ["topic", "finding"]
 
 
+def test_summary_cites_the_intervals_it_draws(synth):
+    """The summary bootstraps only the intervals its sentences cite: the same sentences as with every interval."""
+    from g2u_tasks.analysis import summary as S
+
+    con, data, _, _ = synth
+    for run in (data, A.load_run(con, SELF_RUN)):
+        gains = A.gain_table(run)
+        every = (S.run_findings(run) + S.gain_findings(A.tidy(gains)) + S.family_findings(A.family_oracle(run))
+                 + S.fidelity_findings(A.fidelity_gain(run)) + S.degrade_findings(A.tidy(A.degrade_curve(run, gains)))
+                 + S.self_findings(A.self_direction(run), A.self_vs_families(run)))
+        assert S.findings(run).rows() == every
+    cited = A.gain_table(data, S.CITED_GAINS)
+    drawn = cited.filter(pl.col("ci_low_pp").is_not_nan())
+    assert 0 < drawn.height < cited.filter(pl.col("n_items") > 0).height  # some intervals are left undrawn
+    assert set(drawn["condition"]) >= {"identity", "detail_enhancement"} and (drawn["degrade_kind"] == "noise").any()
+    full = A.gain_table(data).join(drawn.select(*A.VARIANT), on=A.VARIANT, how="semi", nulls_equal=True)
+    assert drawn.sort(A.VARIANT).select("ci_low_pp", "ci_high_pp").equals(
+        full.sort(A.VARIANT).select("ci_low_pp", "ci_high_pp"))
+
+
 def test_small_samples_and_missing_plan_columns_are_honest(tmp_path):
     """A warehouse from before the self-direction columns, with 6 items: reports run, the summary says 'pilot'."""
     preds = pl.DataFrame([
