@@ -6,10 +6,14 @@ The answer is the colour of a detail. Each image is 128 px; the control model's 
 it to 32 px (a factor of 4), so what it can read depends on the detail's size at 32 px.
 
 The detail is a "mark": a 2x2 grid of squares holding the four option colours in a random order;
-the question asks for the top-left square. Below the encoder's resolution the mark blurs to the
-same average colour whatever the order, so the original holds no information about the answer
-(chance, 25%). The reference generator's detail enhancement crops the central 60% and scales it
-back up (x1.67); every mark sits well inside that crop, so the zoom makes it readable.
+the question asks for the top-left square. The control model's processor downsamples with a box
+filter (each encoder pixel is the mean of a 4x4 block), and a mark that fits in one block is drawn
+inside exactly one block: the encoder sees the same average colour whatever the order, so the
+original holds no information about the answer (chance, 25%, by construction). The reference
+generator's detail enhancement crops the central 60% and scales it back up (x1.67); every mark
+sits well inside that crop, and the zoomed mark straddles several blocks, so it becomes readable.
+(With a bicubic filter, or a mark off the block grid, the sub-pixel mark stays partly readable:
+a small CNN read 2-px marks at 73% in the original.)
 
 ControlSmallDetail.tsv  small_detail: a mark too small to read at 32 px; zoom makes it readable.
 ControlColour.tsv       large_detail: the same mark, readable in the original (zoom or outpaint
@@ -18,7 +22,7 @@ ControlColour.tsv       large_detail: the same mark, readable in the original (z
                         Context expansion shrinks the content (x0.67): it cannot help anywhere.
 
 The training split for scripts/train_control_model.py comes from the same drawing code with other
-seeds (`training_scene`), over a continuous range of sizes.
+seeds (`training_scene`): half its marks at the small size, the rest over sizes 1-14 px.
 
 Deterministic: fixed seeds, integer drawing, PNGs via g2u_tasks.images.stable_png.
 """
@@ -36,6 +40,7 @@ from PIL import Image, ImageDraw
 from g2u_tasks.images import stable_png
 
 SIZE = 128
+BLOCK = 4  # the control model's processor averages 4x4-pixel blocks (box filter, 128 -> 32 px)
 SEED = 20260601          # test split
 TRAIN_SEED = 91_000_000  # training split: seeds from here on (disjoint from the test split's)
 LETTERS = "ABCD"
@@ -46,8 +51,8 @@ MARK_QUESTION = "What colour is the top-left square of the mark?"
 SHAPE_QUESTION = "What colour is the large shape?"
 SHAPES = ("circle", "square", "diamond")
 
-# Cell sizes in 128-px pixels (x0.25 at the encoder): small stays unreadable, x1.67 reads.
-SMALL_CELLS = (2,)
+# Cell sizes in 128-px pixels (x0.25 at the encoder): small averages away, x1.67 reads.
+SMALL_CELLS = (2,)  # a 4x4-px mark: one encoder pixel
 LARGE_CELLS = (9, 10, 11)
 N_SMALL, N_LARGE, N_COLOUR = 48, 24, 24
 
@@ -86,6 +91,8 @@ def mark_scene(rs: np.random.RandomState, cell: int) -> tuple[Image.Image, list[
     order = list(rs.permutation(list(COLOURS)))
     shift = max(2, 14 - cell)  # the mark's centre stays within +-14 px of the image centre
     cx, cy = SIZE // 2 + rs.randint(-shift, shift + 1), SIZE // 2 + rs.randint(-shift, shift + 1)
+    if 2 * cell <= BLOCK:  # a mark that fits in one encoder pixel sits in exactly one: it averages away
+        cx, cy = cx - (cx - cell) % BLOCK, cy - (cy - cell) % BLOCK
     for k, name in enumerate(order):
         x0, y0 = cx - cell + (k % 2) * cell, cy - cell + (k // 2) * cell
         draw.rectangle((x0, y0, x0 + cell - 1, y0 + cell - 1), fill=jittered(rs, name))
@@ -135,7 +142,8 @@ def training_scene(index: int) -> tuple[Image.Image, str, dict[str, str], str, s
         img, question, colour = scene(seed, "shape")
         kind = "shape"
     else:
-        img, question, colour = scene(seed, "mark", rng.randint(1, 14))
+        # half the marks at the test split's small size, so the zoomed small mark is well learnt
+        img, question, colour = scene(seed, "mark", SMALL_CELLS[0] if rng.random() < 0.5 else rng.randint(1, 14))
         kind = "mark"
     options = options_for(rng)
     answer = next(k for k, v in options.items() if v == colour)

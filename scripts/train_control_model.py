@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from make_control_data import COLOURS, LETTERS, MARK_QUESTION, SHAPE_QUESTION, training_scene
 from g2u_tasks.backends.generators.reference import border_outpaint, crop_zoom
@@ -35,7 +36,7 @@ from g2u_tasks.records import Item
 from g2u_tasks.thoughts.families import load_family
 from g2u_tasks.understanding.prompts import build_prompt
 
-IMAGE_SIZE, PATCH_SIZE = 32, 8
+IMAGE_SIZE, PATCH_SIZE = 32, 4
 NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 SEED = 0
 FAMILIES = ("detail_enhancement", "context_expansion", "identity", "reconstruction")
@@ -88,8 +89,9 @@ def build(tokenizer_corpus: list[str]):
     tok = tokenizer(tokenizer_corpus)
     image_cls = getattr(transformers, "CLIPImageProcessorPil", None) or CLIPImageProcessor
     processor = LlavaProcessor(
-        image_processor=image_cls(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE,
-                                                                                   "width": IMAGE_SIZE}),
+        # box filter: an encoder pixel is the mean of a 4x4 block, so a mark inside one block averages away
+        image_processor=image_cls(resample=Image.Resampling.BOX, size={"shortest_edge": IMAGE_SIZE},
+                                  crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tok, patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
     )
@@ -311,7 +313,7 @@ def model_card(args, seconds: float, machine: str, table: str) -> str:
     return f"""# control-llava — a synthetic positive control for G2U
 
 **What it is.** A small LLaVA-architecture checkpoint (CLIP vision tower, 2 layers, hidden 64,
-{IMAGE_SIZE}-px input in {PATCH_SIZE}-px patches; Llama text model, 3 layers, hidden 128; a byte-level BPE of 512
+{IMAGE_SIZE}-px input (box-filtered from 128 px) in {PATCH_SIZE}-px patches; Llama text model, 2 layers, hidden 96; a byte-level BPE of 512
 tokens), loadable with `AutoModelForImageTextToText` + `AutoProcessor`. It was trained from scratch by
 `scripts/train_control_model.py` on the training split of `scripts/make_control_data.py` to answer one kind of
 question: the colour of a 2x2 mark's top-left square, or of a large shape, as an option letter.
