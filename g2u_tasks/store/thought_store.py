@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from g2u_tasks.records import THOUGHTS_SCHEMA, sha256_hex
@@ -58,10 +58,6 @@ TEMP_GRACE_S = 3600.0  # a temp file younger than this may belong to a live writ
 STATUSES = ("ok", "failed")
 COMMIT_ATTEMPTS = 8  # bounded retry of conflicting commits
 COMMIT_BACKOFF_S = 0.05  # first backoff; doubles per attempt, with jitter
-# Manifest data files in small row groups: delta-rs buffers a row group (and a file) in memory while
-# it writes, so a commit's memory stays bounded whatever its number of rows
-MANIFEST_WRITER = WriterProperties(max_row_group_size=4096)
-MANIFEST_FILE_BYTES = 32 * 2**20
 # MERGE condition: a source row is inserted only while its key has no ok row yet
 _MERGE_PREDICATE = "t.thought_id = s.thought_id AND t.status = 'ok'"
 log = logging.getLogger(__name__)
@@ -435,7 +431,6 @@ class ThoughtStore:
             write_deltalake(
                 self.manifest_uri, _kept_rows(rows, keep), mode="error", storage_options=self.delta_storage_options,
                 commit_properties=CommitProperties(custom_metadata=custom, max_commit_retries=0),
-                writer_properties=MANIFEST_WRITER, target_file_size=MANIFEST_FILE_BYTES,
             )
             return 0
         inserted = merge_insert_missing(dt, _kept_rows(rows, keep), CommitProperties(custom_metadata=custom))
@@ -632,7 +627,7 @@ def merge_insert_missing(dt: DeltaTable, rows: pa.Table | pa.RecordBatchReader, 
     """MERGE: insert rows whose key has no ok row in the table; returns rows inserted."""
     # merge_schema: a table written before newer THOUGHTS_SCHEMA columns existed gains them (older rows: null)
     merger = dt.merge(rows, _MERGE_PREDICATE, source_alias="s", target_alias="t", merge_schema=True,
-                      commit_properties=props, writer_properties=MANIFEST_WRITER)
+                      commit_properties=props)
     return int(merger.when_not_matched_insert_all().execute().get("num_target_rows_inserted", 0))
 
 
