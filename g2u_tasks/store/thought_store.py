@@ -561,9 +561,7 @@ class ThoughtStore:
         return self.location(self._run_rel(run_id, name, ext))
 
     def write_run_table(self, run_id: str, name: str, table: pa.Table) -> str:
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
-        self._write_atomic(self._run_rel(run_id, name, "parquet"), buf.getvalue().to_pybytes())
+        self._write_atomic(self._run_rel(run_id, name, "parquet"), _parquet_bytes(table))
         return self.run_path(run_id, name)
 
     def read_run_table(self, run_id: str, name: str) -> pl.DataFrame:
@@ -578,9 +576,7 @@ class ThoughtStore:
     # A table written batch by batch: runs/<run_id>/<name>/part-<index>.parquet, read in index order.
     def write_run_part(self, run_id: str, name: str, index: int, table: pa.Table) -> str:
         rel = f"{self._run_rel(run_id, name, None)}/part-{index:06d}.parquet"
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
-        self._write_atomic(rel, buf.getvalue().to_pybytes())
+        self._write_atomic(rel, _parquet_bytes(table))
         return self.location(rel)
 
     def clear_run_parts(self, run_id: str, name: str) -> None:
@@ -621,6 +617,12 @@ class ThoughtStore:
 
     def read_run_json(self, run_id: str, name: str) -> Any:
         return json.loads(self.fs.cat_file(self._fs_path(self._run_rel(run_id, name, "json"))))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return buf.getvalue().to_pybytes()
 
 
 def merge_insert_missing(dt: DeltaTable, rows: pa.Table | pa.RecordBatchReader, props: CommitProperties) -> int:

@@ -4,6 +4,7 @@ lacks -> one atomic commit. The Prefect flow and plain callers run this same seq
 from __future__ import annotations
 
 import tempfile
+from typing import Callable
 
 import polars as pl
 
@@ -36,7 +37,8 @@ def ask_planner(batch: list[PlanJob], planner_spec: ModelSpec, families: list[Ed
 # ---- the sequence ---------------------------------------------------------------------------------
 
 def self_directed_plans(cfg: RunConfig, store: ThoughtStore, items: list[Item], families: list[EditFamily],
-                        batching: Batching = Batching(), with_images=None) -> dict[str, Plan] | None:
+                        batching: Batching = Batching(),
+                        with_images: Callable[[Item], Item] | None = None) -> dict[str, Plan] | None:
     """prompt_source self|planner: the plans the store records, plus new ones asked per item x seed.
     None for template thoughts. with_images: see generate_missing."""
     if cfg.prompt_source == "template":
@@ -84,7 +86,7 @@ def materialise_thoughts(cfg: RunConfig, batching: Batching = Batching()) -> dic
 
 def generate_missing(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int,
                      similarity_spec: ModelSpec | None = None, batching: Batching = Batching(),
-                     with_images=None) -> dict:
+                     with_images: Callable[[Item], Item] | None = None) -> dict:
     """Reuse what the store has, commit what a killed run journaled, generate the rest in batches;
     one atomic commit. similarity_spec: the config's similarity_model (embed_sim per thought).
     with_images: gives a planned thought's item its image bytes back when its batch is built
