@@ -223,6 +223,19 @@ def with_policy(task: "Task | Callable", spec: ExecutorSpec) -> "Task":
 
 # ---- a stage's batches ----------------------------------------------------------------------------
 
+def _taken(result: Any) -> Any:
+    """A batch result the stage consumes itself. Prefect links every task result (and its direct
+    parts) to its task run for the rest of the flow run, in case it becomes another task's input;
+    batch results never do, so the links would only grow with the number of batches."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is not None:
+        for obj in (result, *(result if isinstance(result, (tuple, list)) else ())):
+            ctx.run_results.pop(id(obj), None)
+    return result
+
+
 class BatchRunner:
     """Maps a batch task over batches on the stage's task runner (futures in batch order)."""
 
@@ -250,10 +263,10 @@ class BatchRunner:
         window, pending = self.in_flight(), deque()
         for batch in batches:
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield _taken(pending.popleft().result())
             pending.append(self.runner.submit(task, {**fixed, "batch": batch}))
         while pending:
-            yield pending.popleft().result()
+            yield _taken(pending.popleft().result())
 
     def in_flight(self) -> int:
         workers = None

@@ -9,18 +9,17 @@ import pyarrow as pa
 
 from g2u_tasks.warehouse import database as warehouse
 from g2u_tasks.benchmarks.loaders import load_benchmark
-from g2u_tasks.config import RunConfig, is_secret_option, redact_secrets
+from g2u_tasks.config import BenchmarkSpec, RunConfig, is_secret_option, redact_secrets
 from g2u_tasks.thoughts.families import EditFamily, load_families
 from g2u_tasks.benchmarks.adapters import load_benchmark_spec
 from g2u_tasks.benchmarks.table import has_spec
 from g2u_tasks.scoring.judge import JudgeSpec
-from g2u_tasks.scoring.stage import score_run
 from g2u_tasks.warehouse.quarantine import quarantine_row, quarantine_table
 from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
+from g2u_tasks.spool import ImageSpool
 from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.warehouse.run_predictions import check_predictions
 from g2u_tasks.warehouse.validation import validate
-
-RUN_FILES = ("items", "predictions", "quarantine")
 
 
 class RunNotLoadedError(RuntimeError):
@@ -40,18 +39,18 @@ def families_of(cfg: RunConfig) -> list[EditFamily]:
     return load_families(cfg.families, cfg.families_dir)
 
 
-def load_items(cfg: RunConfig) -> list[Item]:
+def load_benchmark_items(cfg: RunConfig, b: BenchmarkSpec) -> list[Item]:
     """Known benchmarks load through their spec's adapter (HF exports, custom TSVs); others generically."""
-    items: list[Item] = []
     opts = cfg.storage_options or None
-    for b in cfg.benchmarks:
-        if has_spec(b.name) and b.question_type is None:
-            items.extend(load_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name,
-                                             images=cfg.images))
-        else:
-            items.extend(load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit,
-                                        storage_options=opts, images=cfg.images))
-    return items
+    if has_spec(b.name) and b.question_type is None:
+        return load_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name,
+                                   images=cfg.images)
+    return load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit, storage_options=opts,
+                          images=cfg.images)
+
+
+def load_items(cfg: RunConfig) -> list[Item]:
+    return [item for b in cfg.benchmarks for item in load_benchmark_items(cfg, b)]
 
 
 def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]]:
@@ -64,6 +63,20 @@ def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]
         for r in bad.iter_rows(named=True)
     ]
     return [it for it in items if (it.benchmark, it.item_id) in keep], rows
+
+
+def screened_items(cfg: RunConfig, run_id: str, spool: ImageSpool | None = None) -> tuple[list[Item], list[dict], pa.Table]:
+    """The config's items that pass the `items` suite, quarantine rows for the rest, and the items
+    table of those kept (the run's items file). Benchmark by benchmark (names are unique, and so
+    are item ids within each): with a `spool`, the items come without their image bytes, which the
+    spool keeps, and only one benchmark's images are in memory at once."""
+    items, rejected, tables = [], [], []
+    for b in cfg.benchmarks:
+        good, bad = screen_items(load_benchmark_items(cfg, b), run_id)
+        rejected += bad
+        tables.append(items_table(good))
+        items += good if spool is None else [spool.slim(it) for it in good]
+    return items, rejected, pa.concat_tables(tables) if tables else items_table([])
 
 
 def run_id_for(cfg: RunConfig, dataset_version: int | None) -> str:
@@ -102,30 +115,28 @@ def run_row(cfg: RunConfig, run_id: str, dataset_version: int | None, started_at
 
 def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, run: pa.Table) -> dict[str, int]:
     """Score the run's predictions, validate its outputs with Great Expectations, compute metrics
-    from the same verdicts, load the warehouse.
+    from the same verdicts, load the warehouse. Predictions go part by part (run_predictions).
 
     Rows failing a suite go to `quarantine` with their reasons; nothing is dropped silently."""
     store = open_store(cfg)
     items = store.read_run_table(run_id, "items")
     judge = JudgeSpec(**cfg.judge.model_dump()) if cfg.judge else None
     # each benchmark's own suite, once per run x benchmark x condition x mode x seed
-    scored = score_run(items, store.read_run_table(run_id, "predictions"), judge)
-    predictions = scored.predictions
+    predictions = check_predictions(store, run_id, items, judge)
     quarantined = store.read_run_table(run_id, "quarantine")
     manifest = store.manifest(dataset_version) if dataset_version is not None else store.manifest()
-    # the thoughts this run's items use, at the pinned version
-    thoughts = manifest.join(items.select("benchmark", "item_id"), on=["benchmark", "item_id"], how="semi")
+    # the thoughts this run's items use, at the pinned version (the manifest itself when it has no others)
+    used = pl.struct("benchmark", "item_id").is_in(items.select(pl.struct("benchmark", "item_id")).to_series().implode())
+    mask = manifest.select(used).to_series()
+    thoughts = manifest if mask.all() else manifest.filter(mask)
+    del manifest
     thoughts = thoughts.with_columns(pl.lit(dataset_version, pl.Int64).alias("dataset_version"))
 
-    extra = []
-    good = {}
-    for table, frame in (("thoughts", thoughts), ("predictions", predictions)):
-        ok, bad = validate(table, frame)
-        good[table] = ok
-        extra += [quarantine_row(run_id, table, r.get("benchmark"), r.get("item_id"), r["reasons"],
-                                 {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
-                  for r in bad.iter_rows(named=True)]
-    metrics, bad_metrics = validate("metrics", pl.from_arrow(scored.metrics(good["predictions"])))
+    thoughts, bad = validate("thoughts", thoughts)
+    extra = [quarantine_row(run_id, "thoughts", r.get("benchmark"), r.get("item_id"), r["reasons"],
+                            {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
+             for r in bad.iter_rows(named=True)] + predictions.quarantine
+    metrics, bad_metrics = validate("metrics", pl.from_arrow(predictions.metrics()))
     extra += [quarantine_row(run_id, "metrics", r["benchmark"], None, r["reasons"],
                              {k: v for k, v in r.items() if k != "reasons"}) for r in bad_metrics.iter_rows(named=True)]
     run_ok, run_bad = validate("runs", pl.from_arrow(run))
@@ -140,9 +151,10 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
         # quarantine rows of earlier loads of this run are replaced as a whole (inside the load's
         # transaction, so a failed load leaves the earlier rows in place)
         return warehouse.load(con, {
-            "items": items, "thoughts": good["thoughts"], "predictions": good["predictions"],
-            "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
-        }, before=[("DELETE FROM quarantine WHERE run_id = ?", [run_id])])
+            "items": items, "thoughts": thoughts, "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
+        }, before=[("DELETE FROM quarantine WHERE run_id = ?", [run_id]),
+                   ("DELETE FROM predictions WHERE run_id = ?", [run_id])],
+            parts={"predictions": predictions.good_chunks()})
     except warehouse.WarehouseWriteError as err:
         raise RunNotLoadedError(run_id, err) from err
     finally:

@@ -93,7 +93,7 @@ def test_materialise_stage_maps_its_batches_with_the_callers_function(tmp_path):
 
 
 def test_in_batches_and_in_process_mapping_keep_order():
-    assert in_batches(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
+    assert list(in_batches(list(range(5)), 2)) == [[0, 1], [2, 3], [4]]
     assert list(map_in_process(lambda batch, k: [x * k for x in batch], in_batches([1, 2, 3], 2), k=10)) == [
         [10, 20], [30]]
 

@@ -202,13 +202,13 @@ def _read_tsv(f: Any) -> _Rows:
     """Cells as strings (None when empty), pandas `to_csv(sep='\\t')` quoting, record by record: a
     row whose quoting is broken or whose cell count differs from the header's is one broken row,
     and parsing resumes on the next line, so the rows after it still load."""
-    text = f.read().decode("utf-8", errors="replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    # line by line from the file: neither its bytes nor its whole text are held beside the lines
+    lines = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="").readlines()
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
     # base64 image cells are far longer than csv's default 128 KB cell limit
-    csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1, sys.maxsize)))
-    lines = io.StringIO(text, newline="").readlines()
-    del text
+    size = sum(map(len, lines))
+    csv.field_size_limit(max(csv.field_size_limit(), min(size + 1, 2**31 - 1, sys.maxsize)))
     records = _tsv_records(lines)
     header = next(records, None)
     if header is None:

@@ -24,6 +24,8 @@ from g2u_tasks.scoring.suites import GENERIC, ScoringSuite
 
 GROUP_KEYS = ["run_id", "benchmark", "condition", "mode", "seed"]
 NO_ITEM = "item not among the run's items"
+VERDICT_COLUMNS = ["extracted_answer", "correct", "unscored_reason"]  # what scoring fills
+_ROW = "_row"
 
 
 def suite_of(benchmark: str) -> tuple[ScoringSuite, str]:
@@ -79,10 +81,11 @@ class ScoredRun:
 
 
 def score_run(items: pl.DataFrame, predictions: pl.DataFrame, judge: JudgeSpec | None = None) -> ScoredRun:
-    """Score every prediction once, per run x benchmark x condition x mode x seed."""
+    """Score every prediction once, per run x benchmark x condition x mode x seed; the scored
+    predictions keep the order they came in."""
     by_ref = items_from_table(items)
-    predictions = _with_all_columns(predictions)
-    run = ScoredRun(predictions)
+    predictions = with_all_columns(predictions).with_row_index(_ROW)  # the verdicts come back in this order
+    run = ScoredRun(predictions.drop(_ROW))
     scored: list[pl.DataFrame] = []
     pool = JudgePool(judge)
     try:
@@ -97,11 +100,11 @@ def score_run(items: pl.DataFrame, predictions: pl.DataFrame, judge: JudgeSpec |
     finally:
         pool.close()
     if scored:
-        run.predictions = pl.concat(scored, how="vertical")
+        run.predictions = pl.concat(scored, how="vertical").sort(_ROW).drop(_ROW)
     return run
 
 
-def _with_all_columns(predictions: pl.DataFrame) -> pl.DataFrame:
+def with_all_columns(predictions: pl.DataFrame) -> pl.DataFrame:
     """Run files written before `unscored_reason` existed gain it (as null)."""
     schema = pl.from_arrow(PREDICTIONS_SCHEMA.empty_table()).schema
     missing = [pl.lit(None, dtype).alias(c) for c, dtype in schema.items() if c not in predictions.columns]

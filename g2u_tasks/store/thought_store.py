@@ -5,6 +5,7 @@ Layout under the root (any fsspec URI: file://, bare local path, s3://):
   thoughts/manifest/                   Delta table, THOUGHTS_SCHEMA, one commit per materialisation
   thoughts/pending/<thought_id>.json   resume journal: finished rows not yet committed
   runs/<run_id>/<name>.parquet|.json
+  runs/<run_id>/<name>/part-<index>.parquet   a table written batch by batch (predictions)
 
 S3 endpoint, region and credentials come from the environment or a named profile (docs/STORE.md);
 resolved credentials reach deltalake in memory only. Commits MERGE on thought_id, so concurrent
@@ -29,7 +30,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,7 +38,9 @@ from typing import Any
 
 import fsspec
 import polars as pl
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -62,6 +65,8 @@ log = logging.getLogger(__name__)
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _BLOB_RE = re.compile(rf"^{BLOBS_DIR}/([0-9a-f]{{2}})/([0-9a-f]{{64}})\.png$")
 _TEMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")
+_CHOSEN_FROM = ("prompt_source", "family")  # what a template row's chosen_family is derived from
+_PART_RE = re.compile(r"/part-\d{6}\.parquet$")
 _COMMIT_RE = re.compile(r"(?:^|/)(\d{20})\.json$")
 _DELTA_ACTIONS = {"commitInfo", "protocol", "metaData", "add", "remove", "cdc", "txn", "domainMetadata",
                   "checkpointMetadata", "sidecar"}
@@ -342,26 +347,31 @@ class ThoughtStore:
         dt = self._delta_table()
         return None if dt is None else dt.version()
 
-    def manifest(self, version: int | None = None) -> pl.DataFrame:
+    def manifest(self, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
         """Manifest rows at a Delta version (latest when None); empty frame if no manifest.
+        `columns`: only those (THOUGHTS_SCHEMA names), read from the files without the others.
 
         A pinned version is read exactly as committed (time travel); one that does not exist yet
         is an error, never a silent fallback to the latest."""
+        names = THOUGHTS_SCHEMA.names if columns is None else [n for n in THOUGHTS_SCHEMA.names if n in columns]
         dt = self._delta_table(version)
         if dt is None:
-            return pl.from_arrow(THOUGHTS_SCHEMA.empty_table())
+            return pl.from_arrow(THOUGHTS_SCHEMA.empty_table()).select(names)
+        stored = set(dt.schema().to_arrow().names)
+        wanted = {*names, *(_CHOSEN_FROM if "chosen_family" in names else ())}
         df = pl.read_delta(
             self.manifest_uri,
             version=dt.version(),  # the version just checked, even if a writer commits meanwhile
+            columns=[n for n in THOUGHTS_SCHEMA.names if n in stored and n in wanted],
             storage_options=self.delta_storage_options,
             credential_provider=None,
         )
-        return _with_current_schema(df)
+        return _with_current_schema(df, names)
 
     def existing_ok(self, thought_ids: Iterable[str], version: int | None = None) -> pl.DataFrame:
-        """First "ok" manifest row per requested thought_id."""
+        """The requested thought_ids that have an "ok" manifest row (columns thought_id, status)."""
         ids = list(set(thought_ids))
-        df = self.manifest(version)
+        df = self.manifest(version, columns=["thought_id", "status"])
         return (
             df.filter((pl.col("status") == "ok") & pl.col("thought_id").is_in(ids))
             .unique(subset="thought_id", keep="first", maintain_order=True)
@@ -369,24 +379,28 @@ class ThoughtStore:
 
     def commit(
         self,
-        rows: pa.Table,
+        rows: pa.Table | pq.ParquetFile,
         operation: str = "materialise",
         metadata: dict[str, str] | None = None,
     ) -> int | None:
         """One atomic Delta commit of new rows; returns its version, None if nothing new.
 
+        `rows`: a table, or a Parquet file of them (read batch by batch: never all in memory).
         Rows whose thought_id already has an "ok" row are dropped; within the batch one row
         per thought_id is kept (its first ok row, else its first row). Failed keys may retry.
         Safe with concurrent writers: the first commit creates the table (exactly one creator
         wins), later ones MERGE on thought_id; a lost race is retried with backoff against the
         new version, so each key keeps at most one ok row."""
-        missing = [n for n in THOUGHTS_SCHEMA.names if n not in rows.column_names]
+        names = rows.schema_arrow.names if isinstance(rows, pq.ParquetFile) else rows.column_names
+        missing = [n for n in THOUGHTS_SCHEMA.names if n not in names]
         if missing:
             raise ValueError(f"thought rows lack columns: {', '.join(missing)}")
-        table = _one_row_per_key(rows.select(THOUGHTS_SCHEMA.names).cast(THOUGHTS_SCHEMA))
+        keys = rows.read(columns=["thought_id", "status"]) if isinstance(rows, pq.ParquetFile) else \
+            rows.select(["thought_id", "status"])
+        keep = _one_row_per_key(keys)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                return self._commit_once(table, operation, metadata)
+                return self._commit_once(rows, keys.column("thought_id"), keep, operation, metadata)
             except (CommitFailedError, DeltaError, OSError) as exc:
                 if _is_no_space(exc):
                     raise self._full(MANIFEST_DIR) from exc
@@ -398,24 +412,28 @@ class ThoughtStore:
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _commit_once(self, table: pa.Table, operation: str, metadata: dict[str, str] | None) -> int | None:
+    def _commit_once(self, rows: pa.Table | pq.ParquetFile, ids: pa.ChunkedArray, keep: np.ndarray,
+                     operation: str, metadata: dict[str, str] | None) -> int | None:
         dt = self._delta_table()
         if dt is not None:  # drop keys already ok at the version this commit builds on
-            table = _drop_known(table, self.existing_ok(table.column("thought_id").to_pylist(), dt.version()))
-        if table.num_rows == 0:
+            known = self.existing_ok(ids.to_pylist(), dt.version())["thought_id"].to_list()
+            if known:
+                keep = keep & ~np.asarray(pc.is_in(ids, value_set=pa.array(known, pa.string())), dtype=bool)
+        n_rows = int(keep.sum())
+        if n_rows == 0:
             return None
-        custom = {"g2u.operation": operation, "g2u.rows": str(table.num_rows)}
+        custom = {"g2u.operation": operation, "g2u.rows": str(n_rows)}
         for key, value in (metadata or {}).items():
             key = key if key.startswith("g2u.") else f"g2u.{key}"  # never shadow delta's own keys
             custom[key] = str(value)
         if dt is None:
             # mode="error" + no internal retry: of racing creators exactly one writes version 0
             write_deltalake(
-                self.manifest_uri, table, mode="error", storage_options=self.delta_storage_options,
+                self.manifest_uri, _kept_rows(rows, keep), mode="error", storage_options=self.delta_storage_options,
                 commit_properties=CommitProperties(custom_metadata=custom, max_commit_retries=0),
             )
             return 0
-        inserted = merge_insert_missing(dt, table, CommitProperties(custom_metadata=custom))
+        inserted = merge_insert_missing(dt, _kept_rows(rows, keep), CommitProperties(custom_metadata=custom))
         return dt.version() if inserted else None
 
     def history(self, version: int | None = None) -> list[dict[str, Any]]:
@@ -531,25 +549,66 @@ class ThoughtStore:
 
     # ---- run files -------------------------------------------------------------
     @staticmethod
-    def _run_rel(run_id: str, name: str, ext: str) -> str:
+    def _run_rel(run_id: str, name: str, ext: str | None) -> str:
+        """runs/<run_id>/<name>.<ext>; without ext, the folder runs/<run_id>/<name>."""
         for part in (run_id, name):
             if not part or part in (".", "..") or "/" in part or "\\" in part:
                 raise ValueError(f"bad run path component: {part!r}")
-        return f"{RUNS_DIR}/{run_id}/{name}.{ext}"
+        return f"{RUNS_DIR}/{run_id}/{name}" + (f".{ext}" if ext else "")
 
     def run_path(self, run_id: str, name: str, ext: str = "parquet") -> str:
         """Location of runs/<run_id>/<name>.<ext> (absolute local path or s3:// URI)."""
         return self.location(self._run_rel(run_id, name, ext))
 
     def write_run_table(self, run_id: str, name: str, table: pa.Table) -> str:
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
-        self._write_atomic(self._run_rel(run_id, name, "parquet"), buf.getvalue().to_pybytes())
+        self._write_atomic(self._run_rel(run_id, name, "parquet"), _parquet_bytes(table))
         return self.run_path(run_id, name)
 
     def read_run_table(self, run_id: str, name: str) -> pl.DataFrame:
         data = self.fs.cat_file(self._fs_path(self._run_rel(run_id, name, "parquet")))
         return pl.read_parquet(io.BytesIO(data))
+
+    def remove_run_file(self, run_id: str, name: str, ext: str = "parquet") -> None:
+        """Drop runs/<run_id>/<name>.<ext> if it exists."""
+        with suppress(FileNotFoundError):
+            self.fs.rm_file(self._fs_path(self._run_rel(run_id, name, ext)))
+
+    # A table written batch by batch: runs/<run_id>/<name>/part-<index>.parquet, read in index order.
+    def write_run_part(self, run_id: str, name: str, index: int, table: pa.Table) -> str:
+        rel = f"{self._run_rel(run_id, name, None)}/part-{index:06d}.parquet"
+        self._write_atomic(rel, _parquet_bytes(table))
+        return self.location(rel)
+
+    def clear_run_parts(self, run_id: str, name: str) -> None:
+        """Drop every part of runs/<run_id>/<name>/ (and a single-file <name>.parquet of older runs)."""
+        folder = self._fs_path(self._run_rel(run_id, name, None))
+        with suppress(FileNotFoundError):
+            self.fs.rm(folder, recursive=True)
+        self.remove_run_file(run_id, name)
+
+    def run_parts(self, run_id: str, name: str) -> list[str]:
+        """Filesystem paths of the parts in index order; runs stored before parts existed have one
+        <name>.parquet, which is then the only part."""
+        folder = self._fs_path(self._run_rel(run_id, name, None))
+        try:
+            found = self.fs.ls(folder, detail=False, refresh=True)
+        except FileNotFoundError:
+            found = []
+        parts = sorted(p for p in found if _PART_RE.search(p))
+        if parts:
+            return parts
+        single = self._fs_path(self._run_rel(run_id, name, "parquet"))
+        return [single] if self.fs.exists(single) else []
+
+    def iter_run_parts(self, run_id: str, name: str, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The parts one at a time (`columns`: only those of them that a part has)."""
+        for path in self.run_parts(run_id, name):
+            with self.fs.open(path, "rb") as f:
+                if columns is not None:
+                    have = set(pq.read_schema(f).names)
+                    f.seek(0)
+                    columns = [c for c in columns if c in have]
+                yield pl.read_parquet(f, columns=columns)
 
     def write_run_json(self, run_id: str, name: str, obj: Any) -> str:
         text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)
@@ -560,31 +619,54 @@ class ThoughtStore:
         return json.loads(self.fs.cat_file(self._fs_path(self._run_rel(run_id, name, "json"))))
 
 
-def merge_insert_missing(dt: DeltaTable, table: pa.Table, props: CommitProperties) -> int:
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return buf.getvalue().to_pybytes()
+
+
+def merge_insert_missing(dt: DeltaTable, rows: pa.Table | pa.RecordBatchReader, props: CommitProperties) -> int:
     """MERGE: insert rows whose key has no ok row in the table; returns rows inserted."""
     # merge_schema: a table written before newer THOUGHTS_SCHEMA columns existed gains them (older rows: null)
-    merger = dt.merge(table, _MERGE_PREDICATE, source_alias="s", target_alias="t", merge_schema=True,
+    merger = dt.merge(rows, _MERGE_PREDICATE, source_alias="s", target_alias="t", merge_schema=True,
                       commit_properties=props)
     return int(merger.when_not_matched_insert_all().execute().get("num_target_rows_inserted", 0))
 
 
-def _with_current_schema(df: pl.DataFrame) -> pl.DataFrame:
-    """Manifest rows in THOUGHTS_SCHEMA: columns an older table (or version) lacks read as null;
-    chosen_family of template rows defaults to their family."""
-    missing = [f for f in THOUGHTS_SCHEMA if f.name not in df.columns]
+def _kept_rows(rows: pa.Table | pq.ParquetFile, keep: np.ndarray) -> pa.RecordBatchReader:
+    """The rows `keep` marks, in THOUGHTS_SCHEMA, as a stream of batches (a fresh one per call)."""
+    def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
+        source = rows.iter_batches(batch_size=4096, columns=THOUGHTS_SCHEMA.names) if isinstance(
+            rows, pq.ParquetFile) else rows.select(THOUGHTS_SCHEMA.names).to_batches(max_chunksize=4096)
+        for batch in source:
+            mask = keep[offset:offset + batch.num_rows]
+            offset += batch.num_rows
+            if mask.any():
+                yield batch.filter(pa.array(mask)).cast(THOUGHTS_SCHEMA)
+
+    return pa.RecordBatchReader.from_batches(THOUGHTS_SCHEMA, batches())
+
+
+def _with_current_schema(df: pl.DataFrame, names: list[str] = THOUGHTS_SCHEMA.names) -> pl.DataFrame:
+    """Manifest rows as THOUGHTS_SCHEMA's columns `names`: columns an older table (or version) lacks
+    read as null; chosen_family of template rows defaults to their family."""
+    wanted = {*names, *(_CHOSEN_FROM if "chosen_family" in names else ())}
+    missing = [f for f in THOUGHTS_SCHEMA if f.name in wanted and f.name not in df.columns]
     if missing:
         empty = pl.from_arrow(pa.schema(missing).empty_table())
         df = df.with_columns(pl.lit(None, dtype=empty.schema[f.name]).alias(f.name) for f in missing)
-    template = (pl.col("prompt_source") == "template") & pl.col("chosen_family").is_null()
-    df = df.with_columns(pl.when(template).then(pl.col("family")).otherwise(pl.col("chosen_family"))
-                         .alias("chosen_family"))
-    return df.select(THOUGHTS_SCHEMA.names)
+    if "chosen_family" in names:
+        template = (pl.col("prompt_source") == "template") & pl.col("chosen_family").is_null()
+        df = df.with_columns(pl.when(template).then(pl.col("family")).otherwise(pl.col("chosen_family"))
+                             .alias("chosen_family"))
+    return df.select(names)
 
 
-def _one_row_per_key(table: pa.Table) -> pa.Table:
-    """Validate ids and statuses; keep one row per thought_id (first ok, else first)."""
-    ids = table.column("thought_id").to_pylist()
-    statuses = table.column("status").to_pylist()
+def _one_row_per_key(keys: pa.Table) -> np.ndarray:
+    """Validate ids and statuses; mark one row per thought_id (first ok, else first)."""
+    ids = keys.column("thought_id").to_pylist()
+    statuses = keys.column("status").to_pylist()
     if None in ids:
         raise ValueError("thought_id must not be null")
     bad = sorted({str(s) for s in statuses if s not in STATUSES})
@@ -595,13 +677,9 @@ def _one_row_per_key(table: pa.Table) -> pa.Table:
         prev = chosen.get(tid)
         if prev is None or (status == "ok" and statuses[prev] != "ok"):
             chosen[tid] = i
-    return table.take(pa.array(sorted(chosen.values()), type=pa.int64()))
-
-
-def _drop_known(table: pa.Table, known_ok: pl.DataFrame) -> pa.Table:
-    known = set(known_ok["thought_id"].to_list())
-    keep = [i for i, tid in enumerate(table.column("thought_id").to_pylist()) if tid not in known]
-    return table.take(pa.array(keep, type=pa.int64()))
+    keep = np.zeros(len(ids), dtype=bool)
+    keep[list(chosen.values())] = True
+    return keep
 
 
 def _is_conflict(exc: Exception) -> bool:

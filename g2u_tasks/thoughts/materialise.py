@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from g2u_tasks.backends.common import isolate_failures
 from g2u_tasks.backends.generators import GenerateRequest
@@ -108,7 +109,8 @@ def split_reused(store: ThoughtStore, planned: list[PlannedThought]) -> tuple[li
     failed_plans = [p.spec.thought_id for p in planned if p.recordable and not p.generable]
     skip = set(have)
     if failed_plans:
-        skip |= set(store.manifest().filter(pl.col("thought_id").is_in(failed_plans))["thought_id"].to_list())
+        recorded = store.manifest(columns=["thought_id"]).filter(pl.col("thought_id").is_in(failed_plans))
+        skip |= set(recorded["thought_id"].to_list())
     todo = [p for p in planned if p.recordable and p.spec.thought_id not in skip]
     return todo, sum(p.spec.thought_id in have for p in planned)
 
@@ -120,10 +122,9 @@ def recover_pending(store: ThoughtStore, todo: list[PlannedThought]) -> tuple[li
     return [p for p in todo if p.spec.thought_id not in have], pa.Table.from_pylist(rows, schema=THOUGHTS_SCHEMA)
 
 
-def commit_thoughts(store: ThoughtStore, tables: list[pa.Table], planned: list[PlannedThought]) -> int | None:
-    """One atomic commit of every row, then drop journal entries of planned keys now ok."""
-    tables = [t for t in tables if t is not None and t.num_rows]
-    committed = store.commit(pa.concat_tables(tables)) if tables else None
+def commit_thoughts(store: ThoughtStore, rows: pq.ParquetFile | None, planned: list[PlannedThought]) -> int | None:
+    """One atomic commit of every row (spool.RowSpool.rows), then drop journal entries of planned keys now ok."""
+    committed = store.commit(rows) if rows is not None else None
     ok = store.existing_ok([p.spec.thought_id for p in planned])["thought_id"].to_list()
     store.clear_pending(ok)
     return committed

@@ -196,6 +196,10 @@ def plan_batch(spec: ModelSpec, families: list[EditFamily], jobs: list[PlanJob])
     return [plans[i] for i in range(len(jobs))]
 
 
+# the manifest columns recorded_plans reads
+PLAN_COLUMNS = ("plan_id", "plan_status", "chosen_family", "prompt", "plan_raw", "error", "planner", "plan_decoding")
+
+
 def recorded_plans(manifest: pl.DataFrame, jobs: list[PlanJob]) -> dict[str, Plan]:
     """Plans already in the manifest (any generator), by plan_id."""
     ids = [j.plan_id for j in jobs]

@@ -3,6 +3,9 @@ lacks -> one atomic commit. The Prefect flow and plain callers run this same seq
 `Batching` (where the batches run) differs."""
 from __future__ import annotations
 
+import tempfile
+from typing import Callable
+
 import polars as pl
 
 from g2u_tasks import jobs
@@ -10,6 +13,7 @@ from g2u_tasks.backends import registry
 from g2u_tasks.batching import Batching, in_batches
 from g2u_tasks.config import ModelSpec, RunConfig
 from g2u_tasks.records import Item
+from g2u_tasks.spool import ImageSpool, RowSpool
 from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.thoughts import planning
 from g2u_tasks.thoughts.families import EditFamily
@@ -38,16 +42,17 @@ def ask_planner(batch: list[PlanJob], planner_spec: ModelSpec, families: list[Ed
 # ---- the sequence ---------------------------------------------------------------------------------
 
 def self_directed_plans(cfg: RunConfig, store: ThoughtStore, items: list[Item], families: list[EditFamily],
-                        batching: Batching = Batching()) -> dict[str, Plan] | None:
+                        batching: Batching = Batching(),
+                        with_images: Callable[[Item], Item] | None = None) -> dict[str, Plan] | None:
     """prompt_source self|planner: the plans the store records, plus new ones asked per item x seed.
-    None for template thoughts."""
+    None for template thoughts. with_images: see generate_missing."""
     if cfg.prompt_source == "template":
         return None
     log = batching.log
-    plans, todo = planning.split_recorded(store.manifest(), items, families, cfg)
+    plans, todo = planning.split_recorded(store.manifest(columns=list(planning.PLAN_COLUMNS)), items, families, cfg)
     spec = planning.planner_spec(cfg)
     log.info("plans (%s, %s): %d recorded, %d to ask", cfg.prompt_source, spec.label(), len(plans), len(todo))
-    results = batching.run("planning", ask_planner, in_batches(todo, cfg.batch_size),
+    results = batching.run("planning", ask_planner, in_batches(todo, cfg.batch_size, with_images),
                            count_failed=lambda batch: sum(p.status != planning.OK for p in batch),
                            planner_spec=spec, families=families)
     new = [p for batch in results for p in batch]
@@ -71,21 +76,27 @@ def materialise_thoughts(cfg: RunConfig, batching: Batching = Batching()) -> dic
     Returns the dataset version and counts (planned, generated, failed, reused, recovered, plans_*)."""
     log = batching.log
     store = jobs.open_store(cfg)
-    items, rejected = jobs.screen_items(jobs.load_items(cfg), run_id="materialise")
-    if rejected:
-        log.warning("%d item(s) fail the items suite and get no thoughts (quarantined with the run)", len(rejected))
-    families = jobs.families_of(cfg)
-    plans = self_directed_plans(cfg, store, items, families, batching)
-    planned = plan_thoughts(items, families, cfg, plans)
-    if plans is not None:
-        log.info("plans: %s", ", ".join(f"{k}={v}" for k, v in plan_summary(planned).items()))
-    return generate_missing(store, cfg.generator, planned, cfg.batch_size, cfg.similarity_model, batching)
+    with ImageSpool() as spool:  # the items' image bytes wait on disk until a batch needs them
+        items, rejected, _ = jobs.screened_items(cfg, "materialise", spool)
+        if rejected:
+            log.warning("%d item(s) fail the items suite and get no thoughts (quarantined with the run)",
+                        len(rejected))
+        families = jobs.families_of(cfg)
+        plans = self_directed_plans(cfg, store, items, families, batching, spool.with_images)
+        planned = plan_thoughts(items, families, cfg, plans)
+        if plans is not None:
+            log.info("plans: %s", ", ".join(f"{k}={v}" for k, v in plan_summary(planned).items()))
+        return generate_missing(store, cfg.generator, planned, cfg.batch_size, cfg.similarity_model, batching,
+                                spool.with_images)
 
 
 def generate_missing(store: ThoughtStore, gen_spec: ModelSpec, planned: list[PlannedThought], batch_size: int,
-                     similarity_spec: ModelSpec | None = None, batching: Batching = Batching()) -> dict:
+                     similarity_spec: ModelSpec | None = None, batching: Batching = Batching(),
+                     with_images: Callable[[Item], Item] | None = None) -> dict:
     """Reuse what the store has, commit what a killed run journaled, generate the rest in batches;
-    one atomic commit. similarity_spec: the config's similarity_model (embed_sim per thought)."""
+    one atomic commit. similarity_spec: the config's similarity_model (embed_sim per thought).
+    with_images: gives a planned thought's item its image bytes back when its batch is built
+    (ImageSpool.with_images), for items that come without them."""
     log = batching.log
     # RunConfig checks this too; plain callers pass specs of their own, and a refused param must
     # fail here, not as failed rows whose keys carry it into the manifest.
@@ -94,11 +105,16 @@ def generate_missing(store: ThoughtStore, gen_spec: ModelSpec, planned: list[Pla
     todo, recovered = recover_pending(store, todo)  # blobs a killed run wrote but never committed
     log.info("thoughts: %d planned, %d reused from the store, %d recovered from an interrupted run, "
              "%d to generate", len(planned), reused, recovered.num_rows, len(todo))
-    tables = batching.run("generating thoughts", generate_thoughts, in_batches(todo, batch_size),
-                          count_failed=failed_thoughts, store=store, generator_spec=gen_spec,
-                          similarity_spec=similarity_spec)
-    failed = sum(map(failed_thoughts, tables))
-    committed = commit_thoughts(store, [recovered, *tables], planned)
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="g2u-thoughts-") as folder:
+        spool = RowSpool(folder)  # the rows wait on local disk for the one commit
+        spool.write(recovered)
+        for table in batching.each("generating thoughts", generate_thoughts, in_batches(todo, batch_size, with_images),
+                                   count_failed=failed_thoughts, store=store, generator_spec=gen_spec,
+                                   similarity_spec=similarity_spec):
+            failed += failed_thoughts(table)
+            spool.write(table)
+        committed = commit_thoughts(store, spool.rows(), planned)
     version = committed if committed is not None else store.version()
     log.info("dataset version %s (%s)", version, "new commit" if committed is not None else "unchanged")
     return {"dataset_version": version, "planned": len(planned), "generated": len(todo) - failed,

@@ -1,20 +1,28 @@
 """The understanding stage: items -> tasks (item x condition x mode x seed) pinned to one dataset
-version -> answers in batches -> the run's files in the store (items, predictions, quarantine, run).
+version -> answers in batches -> the run's files in the store (items, predictions part by part,
+quarantine, run).
 The Prefect flow and plain callers run this same sequence; only the `Batching` differs."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Iterator
 
-import pyarrow as pa
+import polars as pl
 
 from g2u_tasks import jobs
 from g2u_tasks.batching import Batching, in_batches
 from g2u_tasks.config import ModelSpec, RunConfig
-from g2u_tasks.records import items_table
+from g2u_tasks.records import Item
+from g2u_tasks.spool import ImageSpool
 from g2u_tasks.store.thought_store import ThoughtStore
+from g2u_tasks.thoughts import planning
+from g2u_tasks.thoughts.families import EditFamily
 from g2u_tasks.thoughts.stage import recorded_thoughts
 from g2u_tasks.understanding.understand import UnderstandTask, plan_understanding, understand_batch
 from g2u_tasks.warehouse.quarantine import quarantine_table
+
+PLAN_CHUNK = 512  # items whose thought keys and tasks are planned at once
+MANIFEST_COLUMNS = ("thought_id", "status", "blob_uri", "error")  # what planning tasks reads
 
 
 def answer_batch(batch: list[UnderstandTask], store: ThoughtStore, understander_spec: ModelSpec, run_id: str):
@@ -29,30 +37,48 @@ def describe_understander(spec: ModelSpec) -> tuple[str, str | None]:
     return u.name, u.notes
 
 
+def planned_tasks(cfg: RunConfig, items: list[Item], families: list[EditFamily], manifest: pl.DataFrame,
+                  run_id: str) -> Iterator[tuple[list[UnderstandTask], list[dict]]]:
+    """(tasks, quarantine rows for conditions without a usable thought) per chunk of PLAN_CHUNK
+    items, in item order: a run's thought keys and tasks are never all held at once."""
+    for chunk in in_batches(items, PLAN_CHUNK):
+        planned = recorded_thoughts(cfg, chunk, families, manifest)
+        yield plan_understanding(chunk, planned, cfg.modes, manifest, run_id, cfg.gate_psnr_db)
+
+
 def run_understanding(cfg: RunConfig, dataset_version: int | None, materialised: dict | None = None,
                       batching: Batching = Batching()) -> str:
     """Answer every item under baseline and each thought x mode at `dataset_version` (None: latest);
-    returns the run id. `materialised`: the materialise stage's counts, kept in the run record."""
+    returns the run id. `materialised`: the materialise stage's counts, kept in the run record.
+
+    Predictions are written part by part as batches finish; the run record, written last, marks a
+    finished run (a rerun of the run id removes it first, then the old parts)."""
     log = batching.log
     started = datetime.now(timezone.utc)
     store = jobs.open_store(cfg)
     run_id = jobs.run_id_for(cfg, dataset_version)
-    items, quarantined = jobs.screen_items(jobs.load_items(cfg), run_id)
-    manifest = store.manifest(dataset_version)
-    planned = recorded_thoughts(cfg, items, jobs.families_of(cfg), manifest)
-    tasks, missing = plan_understanding(items, planned, cfg.modes, manifest, run_id, cfg.gate_psnr_db)
-    quarantined += missing
-    name, notes = (batching.load_understander or describe_understander)(cfg.understander)
-    log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), len(tasks), name)
-    predictions = []
-    for table, bad in batching.run("answering", answer_batch, in_batches(tasks, cfg.batch_size),
-                                   count_failed=lambda result: len(result[1]), store=store,
-                                   understander_spec=cfg.understander, run_id=run_id):
-        predictions.append(table)
-        quarantined += bad
-    store.write_run_table(run_id, "items", items_table(items))
-    store.write_run_table(run_id, "predictions", pa.concat_tables(predictions) if predictions
-                          else pa.schema([]).empty_table())
+    store.remove_run_file(run_id, "run")
+    store.clear_run_parts(run_id, "predictions")
+    with ImageSpool() as spool:  # the items' image bytes wait on disk until a batch needs them
+        items, quarantined, items_file = jobs.screened_items(cfg, run_id, spool)
+        columns = MANIFEST_COLUMNS + (planning.PLAN_COLUMNS if cfg.prompt_source != "template" else ())
+        manifest = store.manifest(dataset_version, columns=list(columns))
+        families = jobs.families_of(cfg)
+        n_tasks = 0
+        for tasks, missing in planned_tasks(cfg, items, families, manifest, run_id):  # counted, then streamed
+            n_tasks += len(tasks)
+            quarantined += missing
+        stream = (t for tasks, _ in planned_tasks(cfg, items, families, manifest, run_id) for t in tasks)
+        batches = in_batches(stream, cfg.batch_size, spool.with_images, count=n_tasks)
+        name, notes = (batching.load_understander or describe_understander)(cfg.understander)
+        log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), n_tasks, name)
+        for index, (table, bad) in enumerate(batching.each(
+                "answering", answer_batch, batches, count_failed=lambda result: len(result[1]), store=store,
+                understander_spec=cfg.understander, run_id=run_id)):
+            if table.num_rows:
+                store.write_run_part(run_id, "predictions", index, table)
+            quarantined += bad
+    store.write_run_table(run_id, "items", items_file)
     store.write_run_table(run_id, "quarantine", quarantine_table(quarantined))
     m = materialised or {}
     store.write_run_table(run_id, "run", jobs.run_row(

@@ -40,6 +40,7 @@ def plan_understanding(
 ) -> tuple[list[UnderstandTask], list[dict]]:
     """Tasks item-major (an item's conditions sit together in a batch), plus quarantine rows for
     conditions whose thought is missing or failed (a parse-failed plan gives its reason)."""
+    manifest = manifest.filter(pl.col("thought_id").is_in([p.spec.thought_id for p in planned]))
     ok = {r["thought_id"]: r["blob_uri"] for r in manifest.filter(pl.col("status") == "ok").iter_rows(named=True)}
     errors = {r["thought_id"]: r["error"] for r in manifest.filter(pl.col("status") != "ok").iter_rows(named=True)}
     by_item: dict[str, list[PlannedThought]] = {}

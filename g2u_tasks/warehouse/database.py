@@ -8,6 +8,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import duckdb
 import polars as pl
@@ -139,27 +140,67 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("_empty")
 
 
+SLICE_ROWS = 16384  # rows of a table converted to Arrow and handed to DuckDB at once
+
+
+def _arrow(name: str, data: pa.Table | pl.DataFrame, columns: Iterable[str] | None = None) -> pa.Table:
+    """`data` in the table's schema (only `columns` of it, those `data` has, when given)."""
+    schema = table_schema(name)
+    if columns is not None:
+        have = set(data.columns if isinstance(data, pl.DataFrame) else data.schema.names)
+        schema = pa.schema([schema.field(c) for c in columns if c in have])
+    picked = data.select(schema.names)
+    return (picked.to_arrow() if isinstance(picked, pl.DataFrame) else picked).cast(schema)
+
+
+def _slices(name: str, data: pa.Table | pl.DataFrame, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
+    """`data` as Arrow, SLICE_ROWS rows at a time (one empty slice for an empty table)."""
+    rows = data.height if isinstance(data, pl.DataFrame) else data.num_rows
+    for start in range(0, max(rows, 1), SLICE_ROWS):
+        yield _arrow(name, data.slice(start, SLICE_ROWS), columns)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, name: str, arrow: pa.Table) -> None:
+    con.register("_new", arrow)
+    cols = ", ".join(f'"{c}"' for c in arrow.schema.names)
+    con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _new")
+    con.unregister("_new")
+
+
 def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFrame],
-         before: list[tuple[str, list]] = ()) -> dict[str, int]:
+         before: list[tuple[str, list]] = (),
+         parts: dict[str, Iterable[pa.Table | pl.DataFrame]] | None = None) -> dict[str, int]:
     """Upsert several tables in one transaction (after the `before` statements, in it too); returns
-    rows written per table. A write that fails (disk full) raises WarehouseWriteError, loading nothing."""
+    rows written per table. Each table reaches DuckDB in slices: all its superseded rows are deleted
+    first, then the slices are inserted. `parts`: tables appended part by part, never held whole;
+    their rows replace nothing (a `before` statement deletes what they supersede), and the runs they
+    belong to must be among those `tables` load. A write that fails (disk full) raises
+    WarehouseWriteError, loading nothing."""
     written = {}
     con.execute("BEGIN TRANSACTION")
     try:
         for sql, params in before:
             con.execute(sql, params)
-        tables = {name: (data.to_arrow() if isinstance(data, pl.DataFrame) else data)
-                  .select(table_schema(name).names).cast(table_schema(name)) for name, data in tables.items()}
-        stale = views.affected_runs(con, tables)  # before the rows they compare with are replaced
-        for name, arrow in tables.items():
-            con.register("_new", arrow)
-            cols = ", ".join(f'"{c}"' for c in arrow.schema.names)
+        # before the rows they compare with are replaced
+        stale = views.affected_runs(con, {name: _arrow(name, data, ("run_id", "thought_id", *views.THOUGHT_COLUMNS))
+                                          for name, data in tables.items()})
+        for name, data in tables.items():
             keys = REPLACE_KEYS[name]
             cond = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in keys)
-            con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM _new n WHERE {cond})")
-            con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _new")
-            con.unregister("_new")
-            written[name] = arrow.num_rows
+            for arrow in _slices(name, data, keys):
+                con.register("_new", arrow)
+                con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM _new n WHERE {cond})")
+                con.unregister("_new")
+            written[name] = 0
+            for arrow in _slices(name, data):
+                _insert(con, name, arrow)
+                written[name] += arrow.num_rows
+        for name, stream in (parts or {}).items():
+            written[name] = 0
+            for part in stream:
+                arrow = _arrow(name, part)
+                _insert(con, name, arrow)
+                written[name] += arrow.num_rows
         views.refresh_runs(con, stale)  # the per-run derived tables reports read, in the same transaction
         con.execute("COMMIT")
     except Exception as err:

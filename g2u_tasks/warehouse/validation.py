@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from functools import cache
 from pathlib import Path
@@ -13,6 +14,7 @@ import polars as pl
 
 EXPECTATIONS_DIR = Path(os.environ.get("G2U_EXPECTATIONS_DIR", Path(__file__).resolve().parents[2] / "expectations"))
 _LOCK = threading.Lock()
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # identifiers in a pandas row condition
 
 
 @cache
@@ -29,12 +31,16 @@ def _batch_definition():
 
 
 @cache
+def _suite_json(table: str) -> dict:
+    return json.loads((EXPECTATIONS_DIR / f"{table}.json").read_text())
+
+
+@cache
 def load_suite(table: str):
     from great_expectations.core import ExpectationSuite
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    path = EXPECTATIONS_DIR / f"{table}.json"
-    data = json.loads(path.read_text())
+    data = _suite_json(table)
     return ExpectationSuite(name=data["name"], expectations=[ExpectationConfiguration(**e) for e in data["expectations"]])
 
 
@@ -75,13 +81,27 @@ def _leads(cfg) -> bool:
     return str((cfg.meta or {}).get("value", "")).startswith("field:")
 
 
+@cache
+def suite_columns(table: str) -> frozenset[str]:
+    """Every column an expectation of the suite reads (its column(s), names in its row condition)."""
+    names: set[str] = set()
+    for expectation in _suite_json(table)["expectations"]:
+        kw = expectation["kwargs"]
+        names.update([kw["column"]] if kw.get("column") else kw.get("column_list", []))
+        names.update(_NAME.findall(kw.get("row_condition") or ""))
+    return frozenset(names)
+
+
 def validate(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows passing every expectation, failing rows with a `reasons` column).
 
-    An expectation that cannot run (e.g. a missing column) is a table-level error and raises."""
+    Only the columns the suite reads are handed to Great Expectations (as pandas), so wide text
+    columns such as prompts are never copied for it. An expectation that cannot run (e.g. a
+    missing column) is a table-level error and raises."""
     if frame.is_empty():
         return frame, frame.with_columns(pl.lit(None, pl.String).alias("reasons"))
-    pdf = frame.to_pandas(use_pyarrow_extension_array=False)
+    read = suite_columns(table)
+    pdf = frame.select([c for c in frame.columns if c in read]).to_pandas(use_pyarrow_extension_array=False)
     with _LOCK:  # the ephemeral context is shared per process
         result = _batch_definition().get_batch(batch_parameters={"dataframe": pdf}).validate(
             load_suite(table), result_format="COMPLETE"
@@ -102,6 +122,8 @@ def validate(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFram
             text = _describe(r.expectation_config, value)
             row.insert(0, text) if _leads(r.expectation_config) else row.append(text)
     bad_idx = sorted(reasons)
+    if not bad_idx:  # the frame itself, not a filtered copy
+        return frame, frame.clear().with_columns(pl.lit(None, pl.String).alias("reasons"))
     flagged = frame.with_row_index("_row")
     good = flagged.filter(~pl.col("_row").is_in(bad_idx)).drop("_row")
     bad = flagged.filter(pl.col("_row").is_in(bad_idx)).with_columns(

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 from PIL import Image
@@ -189,7 +190,7 @@ def test_bagel_through_vllm_omni_chat_round_trip_into_the_store(tmp_path, omni, 
     assert rows.filter(family="identity")["conditioning"].to_list() == ["none", "none"]
 
     run_id = run_understanding(cfg, out["dataset_version"], out)
-    preds = store.read_run_table(run_id, "predictions")
+    preds = pl.concat(store.iter_run_parts(run_id, "predictions"))  # written batch by batch
     assert preds.height == 2 + 2 * 2 * 2  # baseline + 2 families x (concat, replace), 2 items
     counts = {(r["condition"], r["mode"]): r["raw_output"].count("x") for r in preds.iter_rows(named=True)}
     assert counts[("baseline", "baseline")] == 1 and counts[("detail_enhancement", "concat")] == 2

@@ -110,10 +110,10 @@ def test_commit_rejects_missing_columns(tmp_path):
     assert st.version() is None
 
 
-def _breaking(data: pa.Table) -> pa.RecordBatchReader:
+def _breaking(data: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """A stream that breaks after its first row: data files may land, the commit must not."""
     def batches():
-        yield from data.to_batches(max_chunksize=1)[:1]
+        yield from data.read_all().to_batches(max_chunksize=1)[:1]
         raise RuntimeError("crash mid-write")
 
     return pa.RecordBatchReader.from_batches(data.schema, batches())
@@ -202,6 +202,39 @@ def test_run_tables_round_trip(tmp_path):
     assert not list((tmp_path / "runs/r1").glob("*.tmp-*"))
     with pytest.raises(ValueError):
         st.run_path("../x", "metrics")
+
+
+def test_run_parts_in_index_order_replaced_as_a_whole_and_older_single_files_read(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    assert st.run_parts("r1", "predictions") == [] and list(st.iter_run_parts("r1", "predictions")) == []
+    for index in (10, 2, 0):  # written out of order (batches finish in any order), read in index order
+        st.write_run_part("r1", "predictions", index, pa.table({"i": [index], "wide": ["x" * 10]}))
+    assert [p.rsplit("/", 1)[-1] for p in st.run_parts("r1", "predictions")] == [
+        "part-000000.parquet", "part-000002.parquet", "part-000010.parquet"]
+    narrow = list(st.iter_run_parts("r1", "predictions", columns=["i", "not_there"]))
+    assert [f.columns for f in narrow] == [["i"]] * 3 and [f["i"][0] for f in narrow] == [0, 2, 10]
+    st.clear_run_parts("r1", "predictions")
+    assert st.run_parts("r1", "predictions") == []
+    # a run stored before parts existed: its one predictions.parquet is its only part
+    st.write_run_table("r0", "predictions", pa.table({"i": [7, 8]}))
+    assert [f["i"].to_list() for f in st.iter_run_parts("r0", "predictions")] == [[7, 8]]
+    st.clear_run_parts("r0", "predictions")
+    assert st.run_parts("r0", "predictions") == [] and not (tmp_path / "runs/r0/predictions.parquet").exists()
+    st.write_run_table("r0", "run", pa.table({"x": [1]}))
+    st.remove_run_file("r0", "run")
+    st.remove_run_file("r0", "run")  # gone already: no error
+    assert not (tmp_path / "runs/r0/run.parquet").exists()
+
+
+def test_manifest_columns_are_read_alone(tmp_path):
+    st = ThoughtStore(str(tmp_path))
+    assert st.manifest(columns=["thought_id", "status"]).columns == ["thought_id", "status"]
+    st.commit(rows(thought_row("a"), thought_row("b", status="failed")))
+    narrow = st.manifest(columns=["status", "thought_id", "chosen_family"])
+    assert narrow.columns == ["thought_id", "status", "chosen_family"]  # in THOUGHTS_SCHEMA's order
+    assert narrow.rows() == [("a", "ok", "sketch"), ("b", "failed", "sketch")]  # template: chosen = family
+    assert st.manifest().select(narrow.columns).equals(narrow)
+    assert st.existing_ok(["a", "b", "c"]).rows() == [("a", "ok")]
 
 
 def test_subprocess_exits_cleanly(tmp_path):
