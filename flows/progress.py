@@ -145,6 +145,7 @@ def terminal(verbose: bool = False) -> Iterator[View | None]:
     handler = _TerminalHandler(view, consoles[0].formatter if consoles else None)
     saved = {k: os.environ.get(k) for k in QUIET_CHILDREN}
     os.environ.update(QUIET_CHILDREN)
+    positions = [root.handlers.index(h) for h in consoles]
     for h in consoles:
         root.removeHandler(h)
     root.addHandler(handler)
@@ -156,8 +157,8 @@ def terminal(verbose: bool = False) -> Iterator[View | None]:
         view.stop()
         _view = None
         root.removeHandler(handler)
-        for h in consoles:
-            root.addHandler(h)
+        for pos, h in zip(positions, consoles):  # back where they were, so the handler order is as before
+            root.handlers.insert(pos, h)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -178,7 +178,9 @@ def test_g2u_run_on_s3_end_to_end(tmp_path, monkeypatch, moto_endpoint, prefect_
         for path in store.fs.find("g2u-e2e"):
             assert not _leaks(store.fs.cat_file(path)), path
         run_files = store.fs.glob("g2u-e2e/team/thoughts-v1/runs/*/*.parquet")
-        assert len(run_files) >= 8
+        parts = store.fs.glob("g2u-e2e/team/thoughts-v1/runs/*/predictions/part-*.parquet")
+        assert len(run_files) >= 6 and len(parts) >= 2  # items, quarantine, run + prediction parts, per run
+        run_files += parts
         for path in run_files:
             table = pl.read_parquet(io.BytesIO(store.fs.cat_file(path)))
             assert not _leaks(table.write_csv()), path
