@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/g2u run configs/demo.yaml
+	$(VENV)/bin/g2u run configs/demo.yaml --report-name summary
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
 """Train the positive-control understander: a small LLaVA (CLIP vision tower + Llama) that reads the
 colour of a detail when the detail is large enough at its 32-px input, and guesses when it is not.
 
-    python scripts/train_control_model.py [--out models/control-llava] [--steps 2400] [--threads 2]
+    python scripts/train_control_model.py --out models/control-llava --device cuda --no-table   # ~5 min, H200
+    python scripts/train_control_model.py --out models/control-llava --table-only             # CPU: the card
 
 It learns on the training split of scripts/make_control_data.py (seeds disjoint from the test split),
 in the exact prompt formats the pipeline sends: the understander's chat template around the
@@ -11,7 +12,7 @@ and the image itself. It never sees a structure map. The answer is one letter th
 
 Output: safetensors weights + processor (save_pretrained), g2u_model_card.json, README.md with the
 accuracy table (test split, original vs zoomed, per category) measured through the pipeline's own
-transformers understander. Fixed seeds; CPU; a few minutes.
+transformers understander. Fixed seeds.
 """
 from __future__ import annotations
 
@@ -36,14 +37,12 @@ from g2u_tasks.records import Item
 from g2u_tasks.thoughts.families import load_family
 from g2u_tasks.understanding.prompts import build_prompt
 
-IMAGE_SIZE, PATCH_SIZE = 32, 4
-NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+IMAGE_SIZE = 32
 SEED = 0
 FAMILIES = ("detail_enhancement", "context_expansion", "identity", "reconstruction")
 VIEWS = {  # thought view -> the family whose description a concat prompt carries
     "zoom": "detail_enhancement", "outpaint": "context_expansion", "same": "identity", "same_r": "reconstruction",
 }
-COMMAND = "python scripts/train_control_model.py --out models/control-llava"
 
 
 # ---------------------------------------------------------------- model
@@ -79,7 +78,7 @@ def tokenizer(lines: list[str]):
         extra_special_tokens={"image_token": IMAGE_TOKEN}, padding_side="left", model_max_length=2048)
 
 
-def build(tokenizer_corpus: list[str]):
+def build(tokenizer_corpus: list[str], patch: int = 4, vision_hidden: int = 64, vision_layers: int = 2):
     from transformers import (
         CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig,
         LlavaForConditionalGeneration, LlavaProcessor,
@@ -92,12 +91,13 @@ def build(tokenizer_corpus: list[str]):
         # box filter: an encoder pixel is the mean of a 4x4 block, so a mark inside one block averages away
         image_processor=image_cls(resample=Image.Resampling.BOX, size={"shortest_edge": IMAGE_SIZE},
                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
-        tokenizer=tok, patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
+        tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
     )
     image_token_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=64)
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                              num_hidden_layers=vision_layers, num_attention_heads=4, image_size=IMAGE_SIZE,
+                              patch_size=patch, projection_dim=64)
     text = LlamaConfig(
         vocab_size=len(tok), hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
@@ -105,7 +105,7 @@ def build(tokenizer_corpus: list[str]):
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=image_token_id, vision_feature_select_strategy="default",
-        vision_feature_layer=-1, image_seq_length=NUM_IMAGE_TOKENS, projector_hidden_act="gelu",
+        vision_feature_layer=-1, image_seq_length=(IMAGE_SIZE // patch) ** 2, projector_hidden_act="gelu",
     )
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(config)
@@ -281,57 +281,71 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("models/control-llava"))
     parser.add_argument("--data", type=Path, default=Path("data/control"), help="test split, for the table")
     parser.add_argument("--samples", type=int, default=16000)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--no-table", action="store_true", help="skip the accuracy table (e.g. on a GPU box)")
+    parser.add_argument("--patch", type=int, default=2, help="vision patch size at the 32-px input")
+    parser.add_argument("--vision-hidden", type=int, default=96)
+    parser.add_argument("--vision-layers", type=int, default=3)
+    step = parser.add_mutually_exclusive_group()
+    step.add_argument("--no-table", action="store_true", help="train only (e.g. on a GPU box without polars)")
+    step.add_argument("--table-only", action="store_true", help="measure the weights in --out, write the card")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(SEED)
-    random.seed(SEED)
     log = lambda m: print(m, flush=True)  # noqa: E731
-
-    processor, model = build(corpus())
-    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    seconds = train(processor, model, args.samples, args.steps, args.batch, args.lr, log, args.device)
-    save(args.out, processor, model)
-    (args.out / "training.json").write_text(json.dumps({**{k: str(v) for k, v in vars(args).items()},
-                                                         "seconds": round(seconds, 1)}, indent=2) + "\n")
+    if not args.table_only:
+        torch.manual_seed(SEED)
+        random.seed(SEED)
+        processor, model = build(corpus(), args.patch, args.vision_hidden, args.vision_layers)
+        log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        seconds = train(processor, model, args.samples, args.steps, args.batch, args.lr, log, args.device)
+        save(args.out, processor, model)
+        gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
+        trained = {**{k: str(v) for k, v in vars(args).items() if k not in ("no_table", "table_only")},
+                   "seconds": round(seconds, 1), "torch": torch.__version__,
+                   "machine": gpu or f"{platform.machine()} CPU, {args.threads} thread(s)"}
+        (args.out / "training.json").write_text(json.dumps(trained, indent=2) + "\n")
     if args.no_table:
         return
+    trained = json.loads((args.out / "training.json").read_text())
     rows = accuracy_table(args.out, args.data)
     (args.out / "accuracy.json").write_text(json.dumps(rows, indent=2) + "\n")
-    machine = f"{platform.machine()} CPU, {args.threads} thread(s), torch {torch.__version__}"
-    (args.out / "README.md").write_text(model_card(args, seconds, machine, table_markdown(rows)))
+    (args.out / "README.md").write_text(model_card(trained, table_markdown(rows)))
     log(table_markdown(rows))
-    log(f"trained in {seconds:.0f}s on {machine}; wrote {args.out}")
+    log(f"trained in {trained['seconds']:.0f}s on {trained['machine']}; wrote {args.out}")
 
 
-def model_card(args, seconds: float, machine: str, table: str) -> str:
+def model_card(t: dict, table: str) -> str:
+    """The README of the weights folder, from training.json (`t`) and the measured table."""
     return f"""# control-llava — a synthetic positive control for G2U
 
-**What it is.** A small LLaVA-architecture checkpoint (CLIP vision tower, 2 layers, hidden 64,
-{IMAGE_SIZE}-px input (box-filtered from 128 px) in {PATCH_SIZE}-px patches; Llama text model, 2 layers, hidden 96; a byte-level BPE of 512
-tokens), loadable with `AutoModelForImageTextToText` + `AutoProcessor`. It was trained from scratch by
-`scripts/train_control_model.py` on the training split of `scripts/make_control_data.py` to answer one kind of
-question: the colour of a 2x2 mark's top-left square, or of a large shape, as an option letter.
+**What it is.** A small LLaVA-architecture checkpoint (CLIP vision tower, {t['vision_layers']} layers, hidden
+{t['vision_hidden']}, {IMAGE_SIZE}-px input (box-filtered from 128 px) in {t['patch']}-px patches; Llama text model, 2 layers,
+hidden 96; a byte-level BPE of 512 tokens), loadable with `AutoModelForImageTextToText` + `AutoProcessor`. It was
+trained from scratch by `scripts/train_control_model.py` on the training split of `scripts/make_control_data.py`
+to answer one kind of question: the colour of a 2x2 mark's top-left square, or of a large shape, as an option
+letter.
 
-**Why.** Its input is {IMAGE_SIZE} px, so a mark whose squares are smaller than about a pixel there blurs to the
-same average colour whatever the answer: it can only guess (25%). The reference generator's detail enhancement
-(crop the central 60%, scale up x1.67) makes those marks readable. So on `data/control/` G2U's gain is real and
-planted: detail enhancement must help on `small_detail`, identity must not, the structure map (colour washed
-out; the model never saw one) must hurt the colour questions, context expansion (content x0.67) cannot help.
+**Why.** Its input is {IMAGE_SIZE} px. A small mark (2-px squares at 128 px) is drawn inside one 4x4 block, which the
+box filter averages into one encoder pixel of the same colour whatever the squares' order: on the original it can
+only guess (25%). The reference generator's detail enhancement (crop the central 60%, scale up x1.66, sharpen)
+puts the top-left square on most of one encoder pixel, so the zoomed mark reads. So on `data/control/` G2U's gain
+is real and planted: detail enhancement must help on `small_detail`, identity must not, the structure map (colour
+washed out; the model never saw one) must hurt the colour questions, context expansion (content x0.67) cannot
+help.
 
 **What it is not.** Not a real vision-language model: it knows four colours, two question sentences and the
 prompt formats of this pipeline (baseline/replace with one image, concat with original + thought). On any other
-input its answers mean nothing. Its numbers say that the pipeline detects a gain that exists, nothing about G2U on
-real models.
+input (the other demo benchmarks included) its answers mean nothing. Its numbers say that the pipeline detects a
+gain that exists, nothing about G2U on real models.
 
-**Reproduce.** `{COMMAND}` (seed 0, {args.samples} samples, {args.steps} steps of {args.batch}, AdamW lr {args.lr},
-`--threads {args.threads}`). Training took {seconds:.0f} s on {machine}. Thread scheduling may change the last
-digits of the weights; the accuracy table is what the script checks against.
+**Reproduce.** `python scripts/train_control_model.py --out models/control-llava --device cuda --no-table`, then
+`python scripts/train_control_model.py --out models/control-llava --table-only` (CPU) for this card's table
+(seed 0, {t['samples']} samples, {t['steps']} steps of {t['batch']}, AdamW lr {t['lr']}). Training took
+{t['seconds']:.0f} s on {t['machine']} (torch {t['torch']}). On CPU, drop `--device cuda` (much slower). GPU kernels and
+thread scheduling change the last digits of the weights; the accuracy table is what reproduces.
 
 **Accuracy** on the test split (`data/control/`, seeds disjoint from training), answered through the pipeline's
 transformers understander with the baseline prompt; "zoomed" is the reference generator's detail enhancement of

@@ -12,7 +12,7 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory):
-    """The demo's tiny LLaVA-architecture understander, built offline once per session."""
+    """The tiny random-weight LLaVA-architecture understander for backend tests, built offline once per session."""
     from g2u_tasks.backends.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")

@@ -113,6 +113,9 @@ def gain_findings(gains: pl.DataFrame) -> list[tuple[str, str]]:
             what = f"{best['condition']}/{best['mode']}"
             out.append(("gain", gain_sentence(best, f"{what} (the largest gain)") if best["gain_pp"] > 0 else
                         gain_sentence(best, what, f"No edit condition raises accuracy {where(bench)}; at best")))
+            worst = edits.drop_nulls("gain_pp").sort(["gain_pp", "condition", "mode"]).row(0, named=True)
+            if worst["gain_pp"] < 0:
+                out.append(("harm", gain_sentence(worst, f"{worst['condition']}/{worst['mode']} (the largest loss)")))
         for control in A.CONTROLS:
             rows = part.filter(pl.col("condition") == control)
             if rows.height:
@@ -266,11 +269,17 @@ def _near_best(among: pl.Expr) -> pl.Expr:
     return among & (pl.col("gain_pp") >= best - NEAR_BEST_PP)
 
 
+def _near_worst(among: pl.Expr) -> pl.Expr:
+    worst = pl.when(among).then(pl.col("gain_pp")).min().over("benchmark")
+    return among & (pl.col("gain_pp") <= worst + NEAR_BEST_PP)
+
+
 _CLEAN, _CONTROL = pl.col("degrade_kind") == A.NO_DEGRADE, pl.col("condition").is_in(A.CONTROLS)
 _STRONGEST = pl.col("degrade_strength") == pl.col("degrade_strength").max().over(
     ["benchmark", "condition", "mode", "degrade_kind"])
-# gain_findings: every control row and the best edit; degrade_findings: the strongest degradation
-CITED_GAINS = (_CLEAN & _CONTROL) | _near_best(_CLEAN & ~_CONTROL) | (~_CLEAN & _STRONGEST)
+# gain_findings: every control row, the best and the worst edit; degrade_findings: the strongest degradation
+CITED_GAINS = ((_CLEAN & _CONTROL) | _near_best(_CLEAN & ~_CONTROL) | _near_worst(_CLEAN & ~_CONTROL)
+               | (~_CLEAN & _STRONGEST))
 CITED_FAMILIES = _near_best(~pl.col("condition").is_in([*A.CONTROLS, A.ORACLE]))  # family_findings: the best family
 NO_INTERVALS = pl.lit(False)  # fidelity_findings cite none
 
