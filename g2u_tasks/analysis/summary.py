@@ -196,9 +196,13 @@ def family_findings(fam: pl.DataFrame) -> list[tuple[str, str]]:
             ["accuracy_pct", "mode"], descending=[True, False])
         if oracle.height:
             o = oracle.row(0, named=True)
+            fixed = part.filter(pl.col("mode") == o["mode"]).sort(["accuracy_pct", "family"], descending=[True, False])
+            versus = (f", and {fixed['accuracy_pct'][0]:.1f}% for the best fixed family ({fixed['family'][0]})"
+                      if fixed.height else "")
             out.append(("oracle", f"Choosing the best family per item (oracle, {o['mode']}) would reach "
                                   f"{o['accuracy_pct']:.1f}% {where(bench)} vs {o['baseline_pct']:.1f}% at baseline "
-                                  f"({pp(o['gain_pp'])}): an upper bound on choosing well." + coverage_text(o)))
+                                  f"({pp(o['gain_pp'])}){versus}: an upper bound on choosing well."
+                                  + coverage_text(o)))
     return out
 
 
