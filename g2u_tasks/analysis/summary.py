@@ -86,7 +86,7 @@ def run_findings(data: A.RunData) -> list[tuple[str, str]]:
             f"dataset v{run.get('dataset_version')}, {run.get('n_items')} items.")
     out = [("run", text)]
     if data.random_weights:
-        out.append(("caution", f"The understander has random weights ({run.get('notes')}): these numbers test the "
+        out.append(("caution", f"A model of this run has random weights ({run.get('notes')}): these numbers test the "
                                "machinery, not the method."))
     elif run.get("notes"):
         out.append(("note", str(run["notes"])))

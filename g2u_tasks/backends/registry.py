@@ -140,6 +140,13 @@ def check_spec(role: str, spec: ModelSpec, where: str | None = None) -> ModelSpe
     return spec
 
 
+def describe(role: str, spec: ModelSpec) -> str | None:
+    """The notes a run records for `spec` without loading it: its backend's `describe(spec)`; None for a
+    backend without one (its notes come with a load)."""
+    describe_spec = getattr(_factory(role, spec.backend), "describe", None)
+    return describe_spec(check_spec(role, spec)) if describe_spec else None
+
+
 def get(role: str, spec: ModelSpec) -> Resident:
     """The process's resident `role` object for `spec`, built on first use (after `check_spec`)."""
     key = (role, spec.cache_key())

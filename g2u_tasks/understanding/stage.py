@@ -10,6 +10,7 @@ from typing import Iterator
 import polars as pl
 
 from g2u_tasks import jobs
+from g2u_tasks.backends import registry
 from g2u_tasks.batching import Batching, in_batches
 from g2u_tasks.config import ModelSpec, RunConfig
 from g2u_tasks.records import Item
@@ -35,6 +36,15 @@ def describe_understander(spec: ModelSpec) -> tuple[str, str | None]:
 
     u = get_understander(spec)
     return u.name, u.notes
+
+
+def run_notes(cfg: RunConfig, understander_notes: str | None) -> str | None:
+    """The run record's notes: the understander's, and the generator's when the generator is another model
+    that describes itself without a load (BAGEL: its code revision, attention and weights card)."""
+    gen, und = cfg.generator, cfg.understander
+    same_model = (gen.backend, gen.model, gen.revision) == (und.backend, und.model, und.revision)
+    gen_notes = None if same_model else registry.describe("generator", gen)
+    return "; ".join(n for n in (understander_notes, gen_notes and f"generator: {gen_notes}") if n) or None
 
 
 def planned_tasks(cfg: RunConfig, items: list[Item], families: list[EditFamily], manifest: pl.DataFrame,
@@ -71,6 +81,7 @@ def run_understanding(cfg: RunConfig, dataset_version: int | None, materialised:
         stream = (t for tasks, _ in planned_tasks(cfg, items, families, manifest, run_id) for t in tasks)
         batches = in_batches(stream, cfg.batch_size, spool.with_images, count=n_tasks)
         name, notes = (batching.load_understander or describe_understander)(cfg.understander)
+        notes = run_notes(cfg, notes)
         log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), n_tasks, name)
         for index, (table, bad) in enumerate(batching.each(
                 "answering", answer_batch, batches, count_failed=lambda result: len(result[1]), store=store,

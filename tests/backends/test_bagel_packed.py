@@ -1,5 +1,5 @@
 """The batched BAGEL path's bookkeeping: the prefix tree that makes requests share contexts, and the packed
-index ranges. The model calls themselves need the official code (GPU run: docs/PERFORMANCE.md)."""
+index ranges. With model calls: test_tiny_bagel.py (CPU), docs/PERFORMANCE.md (the official code, GPU)."""
 import torch
 from PIL import Image
 
@@ -71,3 +71,11 @@ def test_ranges_lay_out_each_sample_after_the_previous_ones():
     lens = torch.tensor([3, 4])
     got = PackedBagel._ranges(lens[[1]], lens, starts=torch.cumsum(lens, 0) - lens, rows=torch.tensor([1]))
     assert got.tolist() == [3, 4, 5, 6]
+
+
+def test_vae_packs_hold_one_image_size():
+    images = [_img("red"), Image.new("RGB", (48, 32), "red"), _img("blue")]
+    seqs = [[Segment("vae", (image_digest(im), 0), im)] for im in images]
+    rec = Recording()
+    rec.build(seqs, {s[0].key: 0 for s in seqs})
+    assert [n for kind, n, _ in rec.calls] == [2, 1]  # the two 32x32 sources share a pack, 48x32 has its own

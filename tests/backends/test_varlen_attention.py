@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from g2u_tasks.backends.unified.bagel_official import code_revision, import_official
-from g2u_tasks.backends.unified.varlen_attention import NAME, flash_attn_varlen_func, provide_flash_attn
+from g2u_tasks.backends.unified.varlen_attention import (
+    NAME, flash_attn_varlen_func, padded_attention, provide_flash_attn,
+)
 
 
 def _reference(q, k, v, lens_q, lens_k, causal):
@@ -26,16 +28,40 @@ def _reference(q, k, v, lens_q, lens_k, causal):
     return torch.cat(out)
 
 
+def _cu(lens):
+    return torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+
+
+def _padded_call(q, k, v, cu_q, cu_k, max_q, max_k, causal=False):
+    return padded_attention(q, k, v, cu_q.long(), cu_k.long(), max_q, max_k, None, causal)
+
+
+@pytest.mark.parametrize("impl", [flash_attn_varlen_func, _padded_call], ids=["cpu-by-shape", "gpu-padded"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_matches_per_sequence_attention(causal):
+def test_matches_per_sequence_attention(causal, impl):
     torch.manual_seed(0)
-    lens_q, lens_k = [3, 1, 7, 5], [9, 1, 7, 12]  # prefill, one decode step, square, a query after a context
+    # prefill, one decode step, square, a query after a context, and a second sequence of the first's shape
+    lens_q, lens_k = [3, 1, 7, 5, 3], [9, 1, 7, 12, 9]
     q = torch.randn(sum(lens_q), 4, 8)
     k, v = torch.randn(sum(lens_k), 2, 8), torch.randn(sum(lens_k), 2, 8)
-    cu = lambda lens: torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)  # noqa: E731
-    got = flash_attn_varlen_func(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k), causal=causal)
+    got = impl(q, k, v, _cu(lens_q), _cu(lens_k), max(lens_q), max(lens_k), causal=causal)
     assert got.shape == q.shape
     torch.testing.assert_close(got, _reference(q, k, v, lens_q, lens_k, causal), rtol=1e-5, atol=1e-5)
+
+
+def test_on_cpu_a_packed_sequence_gets_exactly_its_own_result():
+    """What lets the batched BAGEL path reproduce the one-at-a-time one bit for bit on CPU (padding does not)."""
+    torch.manual_seed(0)
+    lens_q, lens_k = [1, 1, 20, 20], [300, 2500, 700, 700]
+    q = torch.randn(sum(lens_q), 4, 16)
+    k, v = torch.randn(sum(lens_k), 2, 16), torch.randn(sum(lens_k), 2, 16)
+    packed = flash_attn_varlen_func(q, k, v, _cu(lens_q), _cu(lens_k), max(lens_q), max(lens_k), causal=True)
+    oq = ok = 0
+    for lq, lk in zip(lens_q, lens_k):
+        alone = flash_attn_varlen_func(q[oq:oq + lq], k[ok:ok + lk], v[ok:ok + lk], _cu([lq]), _cu([lk]), lq, lk,
+                                       causal=True)
+        assert torch.equal(alone, packed[oq:oq + lq])
+        oq, ok = oq + lq, ok + lk
 
 
 def test_stand_in_module_lives_only_inside_the_block():

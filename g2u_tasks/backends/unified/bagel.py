@@ -13,7 +13,8 @@ the official code's, loaded from a checkout the config names (`code`, kept outsi
 
 Params: load: code (the checkout), attention ("auto": flash_attn when installed, else the SDPA varlen
 implementation; "flash_attn"; "sdpa"), max_memory_gib (80, per GPU), device ("cuda"; "cpu" for small
-models). Roles: think (false; the planning text goes to the thought's `gen_text`, the answer's reasoning
+models), dtype ("bfloat16" under autocast, as app.py; "float32": no autocast, e.g. exact CPU comparisons).
+Roles: think (false; the planning text goes to the thought's `gen_text`, the answer's reasoning
 stays in its raw output), max_new_tokens (64, answers), max_think_tokens (1000, edit planning), fit
 ("crop"; BAGEL keeps the source aspect, this only snaps to the exact source size), generate_kwargs /
 answer_kwargs (override the app.py defaults below), batched (true), pack_size (32 samples per packed
@@ -31,7 +32,9 @@ from g2u_tasks.backends.common import fit_to_size
 from g2u_tasks.backends.generators.base import GenerateRequest, with_gen_text
 from g2u_tasks.backends.tiny_models import ensure_model
 from g2u_tasks.backends.understanders.base import Turn, UnderstandRequest
-from g2u_tasks.backends.unified.bagel_official import INSTALL_HINT, autocast, load_official, seeded
+from g2u_tasks.backends.unified.bagel_official import (
+    INSTALL_HINT, autocast, load_official, official_record, seeded,
+)
 from g2u_tasks.backends.unified.bagel_packed import PackedBagel
 from g2u_tasks.backends.unified.base import UnifiedBackend, register_unified
 
@@ -43,7 +46,7 @@ ANSWER_DEFAULTS = {"do_sample": False, "text_temperature": 0.3}
 @register_unified("bagel")
 class BagelBackend(UnifiedBackend):
     conditioning = "source_pixels"  # VAE + ViT tokens of the source in context (thoughts.conditioning)
-    load_params = ("code", "attention", "max_memory_gib", "device")
+    load_params = ("code", "attention", "max_memory_gib", "device", "dtype")
     role_params = ("think", "max_new_tokens", "max_think_tokens", "fit", "generate_kwargs", "answer_kwargs",
                    "batched", "pack_size")
 
@@ -60,12 +63,17 @@ class BagelBackend(UnifiedBackend):
         self.answer_kwargs = {**ANSWER_DEFAULTS, "max_think_token_n": self.max_new_tokens,
                               **p.get("answer_kwargs", {})}
         self.packed = PackedBagel(self.official, int(p.get("pack_size", 32))) if p.get("batched", True) else None
-        rec = self.official.record
-        self.notes = "; ".join([f"official code {rec.get('code')} @ {rec.get('code_revision') or 'not a git checkout'}",
-                                f"attention {rec.get('attention')}", f"weights {rec.get('weights_card')}",
-                                "batched" if self.packed else "one request at a time"])
-        if "random weights" in str(rec.get("weights_card")):
-            self.notes += "; random weights: numbers are not meaningful"
+        self.notes = run_notes(self.official.record, bool(self.packed))
+
+    @classmethod
+    def describe(cls, spec: ModelSpec) -> str:
+        """The notes a run records for this spec, without loading the model (the code, its revision,
+        the attention and the weights card come from files; see official_record)."""
+        p = spec.params
+        if not p.get("code"):
+            raise ImportError(INSTALL_HINT)
+        return run_notes(official_record(str(spec.model), str(p["code"]), str(p.get("attention", "auto"))),
+                         bool(p.get("batched", True)))
 
     @classmethod
     def load(cls, spec: ModelSpec) -> Any:
@@ -73,7 +81,8 @@ class BagelBackend(UnifiedBackend):
         if not p.get("code"):
             raise ImportError(INSTALL_HINT)
         return load_official(ensure_model(spec), str(p["code"]), str(p.get("attention", "auto")),
-                             int(p.get("max_memory_gib", 80)), str(p.get("device", "cuda")))
+                             int(p.get("max_memory_gib", 80)), str(p.get("device", "cuda")),
+                             str(p.get("dtype", "bfloat16")))
 
     def generate(self, batch: list[GenerateRequest]) -> list[Image.Image]:
         if self.packed is not None:
@@ -89,7 +98,7 @@ class BagelBackend(UnifiedBackend):
         return out
 
     def _edit_one(self, req: GenerateRequest) -> tuple[Image.Image | None, str | None]:
-        with seeded(req.seed), autocast(self.official.device):
+        with seeded(req.seed), autocast(self.official.device, self.official.dtype):
             result = self.inferencer(image=req.image.convert("RGB"), text=req.prompt, think=self.think,
                                      max_think_token_n=self.max_think_tokens, **self.generate_kwargs)
         return result.get("image"), result.get("text")
@@ -103,13 +112,22 @@ class BagelBackend(UnifiedBackend):
         return [t.strip() for t in texts]
 
     def _answer_one(self, inputs: list[str | Image.Image]) -> str:
-        with autocast(self.official.device):
+        with autocast(self.official.device, self.official.dtype):
             outputs = self.inferencer.interleave_inference(inputs, understanding_output=True, think=self.think,
                                                            **self.answer_kwargs)
         text = next((o for o in reversed(outputs) if isinstance(o, str)), None)
         if text is None:
             raise RuntimeError("bagel: the inferencer returned no text")
         return text
+
+
+def run_notes(record: dict, batched: bool) -> str:
+    notes = "; ".join([f"official code {record.get('code')} @ {record.get('code_revision') or 'not a git checkout'}",
+                       f"attention {record.get('attention')}", f"weights {record.get('weights_card')}",
+                       "batched" if batched else "one request at a time"])
+    if "random weights" in str(record.get("weights_card")):
+        notes += "; random weights: numbers are not meaningful"
+    return notes
 
 
 def interleaved(req: UnderstandRequest) -> list[str | Image.Image]:

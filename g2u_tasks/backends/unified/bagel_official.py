@@ -5,7 +5,8 @@ the front of `sys.path` so its top-level modules (`inferencer`, `modeling`, `dat
 imports `flash_attn.flash_attn_varlen_func`; where flash-attn is not installed (or `attention: sdpa`),
 the SDPA version in `varlen_attention` is provided for that import only. The weights folder holds
 `llm_config.json`, `vit_config.json`, the Qwen2 tokenizer files, `ae.safetensors` and `ema.safetensors`,
-loaded like the repository's app.py (bf16, accelerate dispatch).
+loaded like the repository's app.py (bf16, accelerate dispatch); `dtype: float32` keeps the weights in fp32
+and runs without autocast (CPU runs whose batched and one-at-a-time outputs must match bit for bit).
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from typing import Any, Iterator
 import torch
 
 from g2u_tasks.backends.tiny_models import read_model_card
-from g2u_tasks.backends.unified.varlen_attention import provide_flash_attn, real_flash_attn_available
+from g2u_tasks.backends.unified.varlen_attention import NAME, provide_flash_attn, real_flash_attn_available
 
 ATTENTION = ("auto", "flash_attn", "sdpa")
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 # The official modules used, by fixed name; only their location (the checkout) comes from the config.
 _MODULES = ("inferencer", "data.data_utils", "data.transforms", "modeling.autoencoder", "modeling.bagel",
             "modeling.bagel.qwen2_navit", "modeling.qwen2")
@@ -46,6 +48,7 @@ class OfficialBagel:
     inferencer: Any  # the official InterleaveInferencer over the same objects
     modules: dict[str, Any]  # the imported official modules by dotted name
     device: str
+    dtype: str  # a DTYPES name: the weights' dtype; bfloat16 runs under autocast
     record: dict[str, str | None] = field(default_factory=dict)  # code, revision, attention, weights card
 
 
@@ -81,9 +84,11 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def autocast(device: str):
-    """The bf16 autocast the official inferencer runs under (it opens a CUDA one itself; on CPU this one)."""
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+def autocast(device: str, dtype: str = "bfloat16"):
+    """The bf16 autocast the official inferencer runs under (it opens a CUDA one itself; on CPU this one);
+    none for float32 weights."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=dtype == "bfloat16")
 
 
 def import_official(code_dir: str, attention: str = "auto") -> tuple[dict[str, Any], str]:
@@ -94,18 +99,30 @@ def import_official(code_dir: str, attention: str = "auto") -> tuple[dict[str, A
     if not (root / "inferencer.py").is_file() or not (root / "modeling" / "bagel").is_dir():
         raise ImportError(f"bagel: {code_dir!r} is not a BAGEL checkout (no inferencer.py / modeling/bagel). "
                           + INSTALL_HINT)
-    use_sdpa = attention == "sdpa" or (attention == "auto" and not real_flash_attn_available())
     if attention == "flash_attn" and not real_flash_attn_available():
         raise ImportError("bagel: attention flash_attn asked for, but flash_attn is not installed")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    with provide_flash_attn(use_sdpa) as impl:
+    with provide_flash_attn(attention_impl(attention) == NAME) as impl:
         modules = {name: importlib.import_module(name) for name in _MODULES}
     for name, module in modules.items():  # a same-named module from elsewhere would be a silent mix-up
         origin = Path(getattr(module, "__file__", "") or "").resolve()
         if root not in origin.parents:
             raise ImportError(f"bagel: module {name!r} was imported from {origin}, not from the checkout {root}")
     return modules, impl
+
+
+def attention_impl(attention: str) -> str:
+    """The attention implementation the official code gets for the `attention` param."""
+    use_sdpa = attention == "sdpa" or (attention == "auto" and not real_flash_attn_available())
+    return NAME if use_sdpa else "flash_attn"
+
+
+def official_record(model_path: str, code_dir: str, attention: str) -> dict[str, str | None]:
+    """What a run record says about a BAGEL: the checkout, its revision, the attention, the weights card.
+    Needs no model load, so a run can record the generator it did not load itself."""
+    return {"code": str(code_dir), "code_revision": code_revision(code_dir), "attention": attention_impl(attention),
+            "weights_card": weights_card(model_path)}
 
 
 def code_revision(code_dir: str) -> str | None:
@@ -134,11 +151,13 @@ def weights_card(model_path: str) -> str:
 
 
 def load_official(model_path: str, code_dir: str, attention: str = "auto", max_memory_gib: int = 80,
-                  device: str = "cuda") -> OfficialBagel:
-    """Build the official model like the repository's app.py (bf16, accelerate dispatch)."""
+                  device: str = "cuda", dtype: str = "bfloat16") -> OfficialBagel:
+    """Build the official model like the repository's app.py (bf16 by default, accelerate dispatch)."""
     from accelerate import infer_auto_device_map, init_empty_weights, load_checkpoint_and_dispatch
 
-    m, impl = import_official(code_dir, attention)
+    if dtype not in DTYPES:
+        raise ValueError(f"bagel: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    m, _ = import_official(code_dir, attention)
     bagel, qwen2 = m["modeling.bagel"], m["modeling.qwen2"]
     llm_config = bagel.Qwen2Config.from_json_file(os.path.join(model_path, "llm_config.json"))
     llm_config.qk_norm, llm_config.tie_word_embeddings = True, False
@@ -170,7 +189,7 @@ def load_official(model_path: str, code_dir: str, attention: str = "auto", max_m
         device_map = {"": device}
     model = load_checkpoint_and_dispatch(model, checkpoint=os.path.join(model_path, "ema.safetensors"),
                                          device_map=device_map, offload_buffers=True, offload_folder="offload",
-                                         dtype=torch.bfloat16, force_hooks=True).eval()
+                                         dtype=DTYPES[dtype], force_hooks=True).eval()
     # app.py leaves the VAE on the CPU; on the model's device it encodes/decodes far faster (fp32 kept)
     vae_model = SeededVAE(vae_model.to(device=next(model.parameters()).device).eval())
     transforms = m["data.transforms"]
@@ -178,8 +197,7 @@ def load_official(model_path: str, code_dir: str, attention: str = "auto", max_m
     inferencer = m["inferencer"].InterleaveInferencer(
         model=model, vae_model=vae_model, tokenizer=tokenizer, vae_transform=vae_transform,
         vit_transform=vit_transform, new_token_ids=new_token_ids)
-    record = {"code": str(code_dir), "code_revision": code_revision(code_dir), "attention": impl,
-              "weights_card": weights_card(model_path)}
+    record = official_record(model_path, code_dir, attention)
     return OfficialBagel(model=model, vae_model=vae_model, tokenizer=tokenizer, new_token_ids=new_token_ids,
                          vae_transform=vae_transform, vit_transform=vit_transform, inferencer=inferencer,
-                         modules=m, device=str(next(model.parameters()).device), record=record)
+                         modules=m, device=str(next(model.parameters()).device), dtype=dtype, record=record)

@@ -127,9 +127,7 @@ class PackedBagel:
                     path = tuple((s.kind, s.key) for s in seq[:depth + 1])
                     todo.setdefault(path, seq[depth])
             for kind in KINDS:
-                group = [(path, seg) for path, seg in todo.items() if seg.kind == kind]
-                for i in range(0, len(group), self.pack_size):
-                    chunk = group[i:i + self.pack_size]
+                for chunk in self._packs(kind, [(path, seg) for path, seg in todo.items() if seg.kind == kind]):
                     parents = [nodes[path[:-1]] for path, _ in chunk]
                     seeds = [vae_seeds[seg.key] for _, seg in chunk] if kind == "vae" else None
                     for (path, _), ctx in zip(chunk, self.extend(kind, parents, [s.payload for _, s in chunk], seeds)):
@@ -137,6 +135,17 @@ class PackedBagel:
             for path in [p for p in nodes if len(p) == depth and p not in wanted]:  # parents no longer needed
                 del nodes[path]
         return [nodes[tuple((s.kind, s.key) for s in seq)] for seq in seqs]
+
+    def _packs(self, kind: str, group: list[tuple[tuple, Segment]]) -> Iterator[list[tuple[tuple, Segment]]]:
+        """The segments of one kind in packs of pack_size; VAE images one size per pack: the VAE encodes the
+        pack as one zero-padded batch, and padding would change both the encoder's activations at the
+        borders and the shape (so the RNG draws) of the posterior sample."""
+        by_size: dict[Any, list] = {}
+        for entry in group:
+            by_size.setdefault(entry[1].payload.size if kind == "vae" else None, []).append(entry)
+        for entries in by_size.values():
+            for i in range(0, len(entries), self.pack_size):
+                yield entries[i:i + self.pack_size]
 
     def pack(self, ctxs: Sequence[Context]) -> tuple[Any, list[int], list[int]]:
         cache = self.cache_cls(self.n_layers)
@@ -263,5 +272,5 @@ class PackedBagel:
 
     @contextmanager
     def _autocast(self) -> Iterator[None]:
-        with torch.no_grad(), autocast(self.ob.device):
+        with torch.no_grad(), autocast(self.ob.device, self.ob.dtype):
             yield
