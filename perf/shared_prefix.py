@@ -1,9 +1,11 @@
 """A full G2U item sweep (baseline + 4 families x concat and replace = 9 prompts per item), side by
 side in one run: plain batched generate, the project's unshared path, the project's shared-prefix
-path (and the same decoding from a dynamic cache instead of a static one); per path the work it asks of the model (per item: `generate` calls, language-model forwards,
-decode steps, prompt tokens computed including padding, images encoded: these predict the GPU
-result from a CPU run), token-exact agreement shared vs unshared and, as the control, plain vs
-unshared; plus where single-prompt batches spend their time outside the prefill.
+path (and the same decoding from a dynamic cache instead of a static one). Per path: the work it
+asks of the model (per item: `generate` calls, language-model forwards, decode steps, prompt tokens
+computed including padding, images encoded: these predict the GPU result from a CPU run); token-
+exact agreement shared vs unshared and, as the control, plain vs unshared; where the shared path's
+time goes (a separate synchronised pass); and where single-prompt batches spend their time outside
+the prefill.
 
 LLaVA-1.5-7B-shaped model with random weights (perf/backends.py's config), prompts laid out as the
 LLaVA-1.5 chat template lays them out: `<s>USER: <image>\\n[<image>\\n preface] question ASSISTANT:`.
@@ -76,16 +78,17 @@ STAGES = ("_prefix_forward", "_continue", "_merge")  # prefix_sharing's steps, t
 class WorkCounter:
     """Counts what the model is asked to compute: `generate` calls, language-model forwards (those
     of one token per row: decode steps), their tokens (batch x length, padding included) and the
-    images through the vision tower; and times (synchronised) `generate` and the shared path's steps."""
+    images through the vision tower. With `timed`, also the (synchronised, so no longer overlapped)
+    seconds of `generate` and of the shared path's steps: a separate short pass, not the timed runs."""
 
-    def __init__(self, model, device):
+    def __init__(self, model, device, timed: bool = False):
         self.model, self.device, self.real_generate = model, device, model.generate
         self.counts = dict.fromkeys(("generate_calls", "forwards", "decode_steps", "prompt_tokens", "images"), 0)
         self.seconds = dict.fromkeys(STAGES + ("generate",), 0.0)
-        model.generate = self._timed("generate", self._generate)
+        model.generate = self._timed("generate", self._generate) if timed else self._generate
         self.real_stages = {name: getattr(ps, name) for name in STAGES}
         for name, fn in self.real_stages.items():
-            setattr(ps, name, self._timed(name, fn))
+            setattr(ps, name, self._timed(name, fn) if timed else fn)
         self.hooks = [model.model.language_model.register_forward_pre_hook(self._text, with_kwargs=True),
                       model.model.vision_tower.register_forward_pre_hook(self._vision, with_kwargs=True)]
 
@@ -238,13 +241,17 @@ def main(argv=None) -> dict:
     for name in PATHS:
         backends.reset_peak(device)
         out, secs = run_path(name, model, rows, batch, gen_kwargs, device, dtype)
-        counts, steps = counter.take()
-        work = {k: round(v / items, 2) for k, v in counts.items()}
+        work = {k: round(v / items, 2) for k, v in counter.take()[0].items()}
         results[name] = out
         table.append({"path": name, "items": items, "prompts": len(rows), "seconds": round(secs, 2),
                       "items_per_s": round(items / secs, 3), "peak_gpu_gib": backends.peak_gib(device),
-                      "per_item": work, "step_seconds": steps})
-        print(f"  {name}: {secs:.1f} s, {items / secs:.2f} items/s; per item {work}; step seconds {steps}", flush=True)
+                      "per_item": work})
+        print(f"  {name}: {secs:.1f} s, {items / secs:.2f} items/s; per item {work}", flush=True)
+    counter.close()
+    counter, steps = WorkCounter(model, device, timed=True), {}  # where the time goes, on the warm-up rows
+    for name in PATHS:
+        run_path(name, model, warm, batch, gen_kwargs, device, dtype)
+        steps[name] = counter.take()[1]
     counter.close()
     base = table[0]["items_per_s"]
     for r in table:
@@ -266,15 +273,16 @@ def main(argv=None) -> dict:
         print(f"{r['path']:<15}{r['seconds']:>9.2f}{r['items_per_s']:>10.3f}{r['vs_plain']:>9.3f}x"
               f"{str(r['peak_gpu_gib'] or '-'):>10}   {w['generate_calls']:>6} {w['forwards']:>7} "
               f"{w['decode_steps']:>7} {w['prompt_tokens']:>9} {w['images']:>6}")
-    print("seconds per step (synchronised; generate = decode, plus the prefill on plain/unshared): "
-          + "; ".join(f"{r['path']} {r['step_seconds']}" for r in table))
+    print(f"seconds per step over the first {len(warm)} prompts, synchronised (generate: the decode; on plain and "
+          "unshared the prefill too): " + "; ".join(f"{k} {v}" for k, v in steps.items()))
     for (a, b), ag in agree.items():
         print(f"answers {a} == {b} (token-exact): {ag}")
     print(f"single-prompt batch profile: {prof}")
     result = {"quick": args.quick, "device": backends.device_name(device), "dtype": str(dtype)[6:],
               "torch": torch.__version__, "transformers": transformers.__version__, "items": items, "batch": batch,
               "new_tokens": new, "prompt_tokens": tokens, "shared_prefix_tokens": shared_len, "rows": table,
-              "agreement": {f"{a}_vs_{b}": ag for (a, b), ag in agree.items()}, "profile_single": prof}
+              "agreement": {f"{a}_vs_{b}": ag for (a, b), ag in agree.items()}, "step_seconds": steps,
+              "warm_prompts": len(warm), "profile_single": prof}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result

@@ -101,9 +101,10 @@ def test_shared_matches_unshared_on_a_sweep(built, arch, monkeypatch):
     assert [shared.answer([r])[0] for r in reqs[:9]] == expected[:9]
 
 
-@pytest.mark.parametrize("forward_cost", [0, 10**9])
-def test_every_bucketing_gives_the_same_answers(built, forward_cost):
-    """One continuation forward per distinct length, or a single padded one: same tokens."""
+@pytest.mark.parametrize(("forward_cost", "static_decode"), [(0, True), (10**9, False)])
+def test_every_bucketing_gives_the_same_answers(built, forward_cost, static_decode):
+    """One continuation forward per distinct length, or a single padded one; decoding from a static
+    or a dynamic cache: same tokens."""
     reqs, _ = sweep(3)
     und = get_understander(_spec(built["llava"], share_prefix=True, batch_size=64))
     inputs = und._prepare(reqs)
@@ -111,7 +112,7 @@ def test_every_bucketing_gives_the_same_answers(built, forward_cost):
     lengths = [len(r.ids) for r in rows]
     assert len(prefix_sharing.length_buckets(lengths, forward_cost)) == (len(set(lengths)) if forward_cost == 0 else 1)
     new = prefix_sharing.generate_shared(und.model, rows, und.processor.tokenizer.pad_token_id, und.image_token_id,
-                                         und._gen_kwargs(), forward_cost=forward_cost)
+                                         und._gen_kwargs(), forward_cost=forward_cost, static_decode=static_decode)
     unshared = get_understander(_spec(built["llava"], share_prefix=False, batch_size=64))
     assert und._decode(new) == unshared.answer(reqs)
 

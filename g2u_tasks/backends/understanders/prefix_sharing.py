@@ -240,38 +240,36 @@ def _continue(model, prefix, rows: list[Row], part: list[int], group_of, starts,
     return {"part": part, "ids": new_ids, "mask": new_mask, "extras": new_extras, "cache": cache}
 
 
-def _merge(model, pieces: list[dict], n_rows: int, pad_id: int, room: int, static: bool):
-    """The buckets' ids, masks and extras as one batch in row order, left padded to the widest, and
-    their caches copied into one: static (`room` free columns for the decode, grown in place) or
-    dynamic (grown by concatenation, a copy of the whole cache per step). Each bucket's cache is
-    released layer by layer as it is copied."""
+def _merge(model, pieces: list[dict], pad_id: int, room: int, static: bool):
+    """The buckets' rows as one batch (bucket after bucket), left padded to the widest: ids, mask,
+    extras and one cache holding all their caches, static (`room` free columns for the decode,
+    grown in place) or dynamic (grown by concatenation: a copy of the whole cache per step). Each
+    bucket's cache is released layer by layer as it is copied."""
     from transformers import DynamicCache, StaticCache
 
     width = max(p["ids"].shape[1] for p in pieces)
-
-    def stack(key: str, fill: int, extra: str | None = None) -> torch.Tensor:
-        out = torch.full((n_rows, width), fill, dtype=torch.long)
-        for p in pieces:
-            t = p[key] if extra is None else p[key][extra]
-            out[torch.tensor(p["part"]), width - t.shape[1]:] = t
-        return out
-
-    ids, mask = stack("ids", pad_id), stack("mask", 0)
-    extras = {k: stack("extras", 0, k) for k in pieces[0]["extras"]}
-    pieces = [p for p in pieces if p["cache"] is not None]  # the rest have no columns
-    cache = StaticCache(config=model.config, max_cache_len=width + room) if static else DynamicCache(config=model.config)
+    ids = _collate([r for p in pieces for r in p["ids"]], pad_id, width)
+    mask = _collate([r for p in pieces for r in p["mask"]], 0, width)
+    extras = {k: _collate([r for p in pieces for r in p["extras"][k]], 0, width) for k in pieces[0]["extras"]}
+    spans, at = [], 0  # per bucket with a cache: (its first row, its cache)
+    for p in pieces:
+        if p["cache"] is not None:  # the rest have no columns
+            spans.append((at, p["cache"]))
+        at += len(p["part"])
+    config = model.config
+    cache = StaticCache(config=config, max_cache_len=width + room) if static else DynamicCache(config=config)
     for li, layer in enumerate(cache.layers):
-        k0, v0 = pieces[0]["cache"].layers[li].keys, pieces[0]["cache"].layers[li].values
-        shape_k, shape_v = (n_rows, k0.shape[1], width, k0.shape[-1]), (n_rows, v0.shape[1], width, v0.shape[-1])
+        k0, v0 = spans[0][1].layers[li].keys, spans[0][1].layers[li].values
+        shape_k, shape_v = (at, k0.shape[1], width, k0.shape[-1]), (at, v0.shape[1], width, v0.shape[-1])
         layer.lazy_initialization(k0.new_empty(shape_k[:2] + (0,) + shape_k[3:]),
                                   v0.new_empty(shape_v[:2] + (0,) + shape_v[3:]))
         if not static:
             layer.keys, layer.values = k0.new_zeros(shape_k), v0.new_zeros(shape_v)
-        for p in pieces:
-            src = p["cache"].layers[li]
-            index = torch.tensor(p["part"], device=layer.keys.device)
-            layer.keys[index, :, width - src.keys.shape[-2]:width] = src.keys
-            layer.values[index, :, width - src.values.shape[-2]:width] = src.values
+        for first, bucket in spans:
+            src = bucket.layers[li]
+            n, cols = src.keys.shape[0], src.keys.shape[-2]
+            layer.keys[first:first + n, :, width - cols:width].copy_(src.keys)
+            layer.values[first:first + n, :, width - cols:width].copy_(src.values)
             src.keys = src.values = None  # memory: the bucket's copy of this layer is no longer needed
         if static:
             layer.cumulative_length.fill_(width)
@@ -301,15 +299,20 @@ def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, ge
         pieces = [_continue(model, prefix, rows, part, group_of, starts, pad_id)
                   for part in length_buckets(tails, forward_cost)]
         del prefix
-        ids, mask, extras, cache = _merge(model, pieces, len(rows), pad_id, 1 + gen_kwargs["max_new_tokens"], static_decode)
+        order = [i for p in pieces for i in p["part"]]  # the batch's rows, bucket after bucket
+        ids, mask, extras, cache = _merge(model, pieces, pad_id, 1 + gen_kwargs["max_new_tokens"], static_decode)
         del pieces
-        last = torch.stack([r.ids[-1] for r in rows]).unsqueeze(1)
+        last = torch.stack([rows[i].ids[-1] for i in order]).unsqueeze(1)
         ids, mask = torch.cat([ids, last], 1), torch.cat([mask, torch.ones_like(last)], 1)
-        extras = {k: torch.cat([v, torch.stack([r.extras[k][-1] for r in rows]).unsqueeze(1)], 1)
+        extras = {k: torch.cat([v, torch.stack([rows[i].extras[k][-1] for i in order]).unsqueeze(1)], 1)
                   for k, v in extras.items()}
         device = model.device
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              **{k: v.to(device) for k, v in extras.items()},
                              **{_cache_name(model): cache}, **gen_kwargs,
                              **({"disable_compile": True} if static_decode else {}))
-    return list(gen[:, ids.shape[1]:].cpu())
+    new = gen[:, ids.shape[1]:].cpu()
+    results: list[torch.Tensor | None] = [None] * len(rows)
+    for j, i in enumerate(order):
+        results[i] = new[j]
+    return results  # type: ignore[return-value]
