@@ -1,13 +1,19 @@
 """A full G2U item sweep (baseline + 4 families x concat and replace = 9 prompts per item), side by
 side in one run: plain batched generate, the project's unshared path, the project's shared-prefix
-path; plus where single-prompt batches spend their time outside the prefill.
+path (and the same decoding from a dynamic cache instead of a static one). Per path: the work it
+asks of the model (per item: `generate` calls, language-model forwards, decode steps, prompt tokens
+computed including padding, images encoded: these predict the GPU result from a CPU run); token-
+exact agreement shared vs unshared and, as the control, plain vs unshared; where the shared path's
+time goes (a separate synchronised pass); and where single-prompt batches spend their time outside
+the prefill.
 
 LLaVA-1.5-7B-shaped model with random weights (perf/backends.py's config), prompts laid out as the
 LLaVA-1.5 chat template lays them out: `<s>USER: <image>\\n[<image>\\n preface] question ASSISTANT:`.
 Needs only torch + transformers: g2u_tasks' prefix_sharing.py is loaded from its file.
 
     python perf/shared_prefix.py --quick                      # tiny shapes, CPU
-    python perf/shared_prefix.py --items 256 --out sp.json    # GPU, full size
+    python perf/shared_prefix.py --quick --full-tokens        # tiny widths, full-size token counts, CPU
+    python perf/shared_prefix.py --items 48 --out sp.json     # GPU, full size
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ _spec.loader.exec_module(ps)
 
 HEAD, NL, TAIL = [1, 3148, 1001, 29901, 29871], [13], [319, 1799, 9047, 13566, 29901]  # <s>USER: / \n / ASSISTANT:
 FAMILIES = 4
+# plain generate; the backend's unshared buckets; shared prefix decoding from a static cache (the
+# backend's path) and, for comparison, from a dynamic one
+PATHS = ("plain", "unshared", "shared", "shared_dynamic")
 
 
 def sweep(config, n_items: int, seed: int = 0) -> tuple[list, list[str]]:
@@ -63,6 +72,66 @@ def plain_batch(model, rows, gen_kwargs, device, dtype) -> list[torch.Tensor]:
     return list(out[:, ids.shape[1]:].cpu())
 
 
+STAGES = ("_prefix_forward", "_continue", "_merge")  # prefix_sharing's steps, timed with `generate`
+
+
+class WorkCounter:
+    """Counts what the model is asked to compute: `generate` calls, language-model forwards (those
+    of one token per row: decode steps), their tokens (batch x length, padding included) and the
+    images through the vision tower. With `timed`, also the (synchronised, so no longer overlapped)
+    seconds of `generate` and of the shared path's steps: a separate short pass, not the timed runs."""
+
+    def __init__(self, model, device, timed: bool = False):
+        self.model, self.device, self.real_generate = model, device, model.generate
+        self.counts = dict.fromkeys(("generate_calls", "forwards", "decode_steps", "prompt_tokens", "images"), 0)
+        self.seconds = dict.fromkeys(STAGES + ("generate",), 0.0)
+        model.generate = self._timed("generate", self._generate) if timed else self._generate
+        self.real_stages = {name: getattr(ps, name) for name in STAGES}
+        for name, fn in self.real_stages.items():
+            setattr(ps, name, self._timed(name, fn) if timed else fn)
+        self.hooks = [model.model.language_model.register_forward_pre_hook(self._text, with_kwargs=True),
+                      model.model.vision_tower.register_forward_pre_hook(self._vision, with_kwargs=True)]
+
+    def _timed(self, name, fn):
+        def run(*args, **kwargs):
+            backends.sync(self.device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            backends.sync(self.device)
+            self.seconds[name] += time.perf_counter() - t0
+            return out
+        return run
+
+    def _generate(self, *args, **kwargs):
+        self.counts["generate_calls"] += 1
+        return self.real_generate(*args, **kwargs)
+
+    def _text(self, module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        batch, width = x.shape[:2]
+        self.counts["forwards"] += 1
+        if width == 1:
+            self.counts["decode_steps"] += 1
+        else:
+            self.counts["prompt_tokens"] += batch * width
+
+    def _vision(self, module, args, kwargs):
+        self.counts["images"] += (args[0] if args else kwargs["pixel_values"]).shape[0]
+
+    def take(self) -> tuple[dict, dict]:
+        """(counts, seconds per step) since the last call."""
+        out = self.counts, {k.strip("_"): round(v, 2) for k, v in self.seconds.items() if v}
+        self.counts, self.seconds = dict.fromkeys(self.counts, 0), dict.fromkeys(self.seconds, 0.0)
+        return out
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.model.generate = self.real_generate
+        for name, fn in self.real_stages.items():
+            setattr(ps, name, fn)
+
+
 def run_path(name, model, rows, batch, gen_kwargs, device, dtype) -> tuple[list, float]:
     """(new tokens per row, seconds) for one path over all rows."""
     if name == "plain":  # item order, chunks of `batch`
@@ -77,11 +146,21 @@ def run_path(name, model, rows, batch, gen_kwargs, device, dtype) -> tuple[list,
     t0 = time.perf_counter()
     for idx in chunks:
         part = [rows[i] for i in idx]
-        new = ps.generate_shared(model, part, 0, model.config.image_token_id, gen_kwargs) if name == "shared" else None
+        new = (ps.generate_shared(model, part, 0, model.config.image_token_id, gen_kwargs,
+                                  static_decode=name == "shared") if name.startswith("shared") else None)
         for i, t in zip(idx, new if new is not None else plain_batch(model, part, gen_kwargs, device, dtype)):
             out[i] = t
     backends.sync(device)
     return out, time.perf_counter() - t0
+
+
+def agreement(a: list, b: list, labels: list[str]) -> dict:
+    """Share of rows with token-identical answers, per mode and over all."""
+    out = {}
+    for mode in ("baseline", "concat", "replace", "all"):
+        idx = [i for i, lab in enumerate(labels) if mode in ("all", lab)]
+        out[mode] = round(sum(torch.equal(a[i], b[i]) for i in idx) / len(idx), 4)
+    return out
 
 
 def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> dict:
@@ -128,6 +207,8 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--full-tokens", action="store_true",
+                   help="with --quick: the full-size token layout (576 image tokens, long prompts), tiny widths")
     p.add_argument("--items", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--new-tokens", type=int, default=16)
@@ -140,6 +221,8 @@ def main(argv=None) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
     config = backends.llava_config(args.quick)
+    if args.full_tokens:  # 336 px / 14 px patches: 576 image tokens, as at full size
+        config.vision_config.image_size, config.vision_config.patch_size, config.image_seq_length = 336, 14, 576
     config._attn_implementation = "sdpa"
     t0 = time.perf_counter()
     with device:
@@ -151,25 +234,31 @@ def main(argv=None) -> dict:
     gen_kwargs = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "pad_token_id": 0,
                   "eos_token_id": 2, "bos_token_id": 1}
     rows, labels = sweep(config, items)
-    warm = [r for r in rows[:18]]
-    for name in ("plain", "shared"):  # kernels, allocator
+    warm = rows[:9 * (batch // 9 + 1)]  # a full batch and more: kernels, allocator at full size
+    for name in ("plain", "shared"):
         run_path(name, model, warm, batch, gen_kwargs, device, dtype)
-    results, table = {}, []
-    for name in ("plain", "unshared", "shared"):
+    results, table, counter = {}, [], WorkCounter(model, device)
+    for name in PATHS:
         backends.reset_peak(device)
         out, secs = run_path(name, model, rows, batch, gen_kwargs, device, dtype)
+        work = {k: round(v / items, 2) for k, v in counter.take()[0].items()}
         results[name] = out
         table.append({"path": name, "items": items, "prompts": len(rows), "seconds": round(secs, 2),
-                      "items_per_s": round(items / secs, 3), "peak_gpu_gib": backends.peak_gib(device)})
-        print(f"  {name}: {secs:.1f} s, {items / secs:.2f} items/s", flush=True)
+                      "items_per_s": round(items / secs, 3), "peak_gpu_gib": backends.peak_gib(device),
+                      "per_item": work})
+        print(f"  {name}: {secs:.1f} s, {items / secs:.2f} items/s; per item {work}", flush=True)
+    counter.close()
+    counter, steps = WorkCounter(model, device, timed=True), {}  # where the time goes, on the warm-up rows
+    for name in PATHS:
+        run_path(name, model, warm, batch, gen_kwargs, device, dtype)
+        steps[name] = counter.take()[1]
+    counter.close()
     base = table[0]["items_per_s"]
     for r in table:
         r["vs_plain"] = round(r["items_per_s"] / base, 3)
-    agree = {}
-    for mode in ("baseline", "concat", "replace", "all"):
-        idx = [i for i, lab in enumerate(labels) if mode in ("all", lab)]
-        same = sum(torch.equal(results["shared"][i], results["unshared"][i]) for i in idx)
-        agree[mode] = round(same / len(idx), 4)
+    agree = {pair: agreement(results[pair[0]], results[pair[1]], labels)
+             for pair in (("shared", "unshared"), ("plain", "unshared"), ("shared", "plain"),
+                          ("shared", "shared_dynamic"))}
     n_img = config.image_seq_length
     shared_len = len(HEAD) + n_img + 1
     tokens = {lab: round(sum(len(r.ids) for r, lb in zip(rows, labels) if lb == lab) / labels.count(lab), 1)
@@ -177,16 +266,23 @@ def main(argv=None) -> dict:
     prof = profile_single(model, config, batch, gen_kwargs, device, dtype, args.repeats)
     print(f"\nsweep: {items} items x 9 prompts, batch {batch}, {new} new tokens; mean prompt tokens {tokens}; "
           f"shared prefix {shared_len} tokens")
-    print(f"{'path':<10}{'seconds':>9}{'items/s':>10}{'vs plain':>10}{'peak GiB':>10}")
+    print(f"{'path':<15}{'seconds':>9}{'items/s':>10}{'vs plain':>10}{'peak GiB':>10}   per item: generate calls, "
+          f"forwards, decode steps, prompt tokens computed, images encoded")
     for r in table:
-        print(f"{r['path']:<10}{r['seconds']:>9.2f}{r['items_per_s']:>10.3f}{r['vs_plain']:>9.3f}x"
-              f"{str(r['peak_gpu_gib'] or '-'):>10}")
-    print(f"answers shared == unshared (token-exact): {agree}")
+        w = r["per_item"]
+        print(f"{r['path']:<15}{r['seconds']:>9.2f}{r['items_per_s']:>10.3f}{r['vs_plain']:>9.3f}x"
+              f"{str(r['peak_gpu_gib'] or '-'):>10}   {w['generate_calls']:>6} {w['forwards']:>7} "
+              f"{w['decode_steps']:>7} {w['prompt_tokens']:>9} {w['images']:>6}")
+    print(f"seconds per step over the first {len(warm)} prompts, synchronised (generate: the decode; on plain and "
+          "unshared the prefill too): " + "; ".join(f"{k} {v}" for k, v in steps.items()))
+    for (a, b), ag in agree.items():
+        print(f"answers {a} == {b} (token-exact): {ag}")
     print(f"single-prompt batch profile: {prof}")
     result = {"quick": args.quick, "device": backends.device_name(device), "dtype": str(dtype)[6:],
               "torch": torch.__version__, "transformers": transformers.__version__, "items": items, "batch": batch,
               "new_tokens": new, "prompt_tokens": tokens, "shared_prefix_tokens": shared_len, "rows": table,
-              "agreement": agree, "profile_single": prof}
+              "agreement": {f"{a}_vs_{b}": ag for (a, b), ag in agree.items()}, "step_seconds": steps,
+              "warm_prompts": len(warm), "profile_single": prof}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result

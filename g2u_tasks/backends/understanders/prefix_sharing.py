@@ -3,10 +3,18 @@ perf/ scripts can load this file alone).
 
 An item's baseline and concat prompts begin with the same tokens: template head + the original
 image (LLaVA-1.5: `<s>USER: <image>x576`). Rows of a chunk that start with the same image object
-form a group; the group's prefix (vision features and KV cache) is computed once, the cache is
-expanded per row, and `generate` continues each row from it, computing only the row's suffix.
-Between prefix and suffix a row is padded (mask 0); `generate` takes position ids from the mask,
-so every token keeps the position it has in the unshared prompt.
+form a group. Per chunk:
+
+1. one forward over the groups' prefixes: their vision features and KV cache, once per group;
+2. continuation prefill of every row except its last token, rows bucketed by length (a cost model
+   cuts a bucket only where the padding saved outweighs one more forward); a bucket continues from
+   the prefix cache expanded to its rows by index;
+3. the buckets' caches merged (left padded) into one static cache, and one `generate` call over
+   all rows: its first step computes only each row's last token, so the chunk decodes in one pass
+   (eager: the static cache only saves the dynamic cache's per-step copy; no torch.compile).
+
+Between prefix and continuation a row may be padded (mask 0); position ids come from the mask, so
+every token keeps the position it has in the unshared prompt.
 """
 from __future__ import annotations
 
@@ -22,6 +30,9 @@ import torch
 SHARED_MODEL_TYPES = frozenset({"llava", "gemma3"})
 PER_IMAGE_KEYS = ("pixel_values", "image_sizes")
 PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+# One more continuation forward costs about this many prompt tokens (launches, the prefix KV
+# copy): a length bucket is cut only where it saves more padded tokens than that.
+FORWARD_COST = 192
 
 
 @dataclass
@@ -107,6 +118,14 @@ def _images(images: list[dict[str, torch.Tensor]], device, dtype) -> dict:
             for k in images[0]}
 
 
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def _keep_last_logits(model) -> dict:
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 def _cache_name(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -158,72 +177,142 @@ def chunks_by_key(keys: list, size: int) -> list[list[int]]:
     return [c for c in chunks if c]
 
 
-def sub_batches(lengths: list[int], ratio: float = 0.5) -> list[list[int]]:
-    """Row indices by suffix length, longest first; a new sub-batch starts where a row is shorter
-    than `ratio` x the sub-batch's longest (padding it would cost more than a decode pass)."""
+def length_buckets(lengths: list[int], forward_cost: int = FORWARD_COST) -> list[list[int]]:
+    """Row indices in buckets of similar length, longest first, minimising padded tokens plus
+    `forward_cost` tokens per extra forward (exact over the sorted lengths; a bucket of zero-length
+    rows costs nothing)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    out: list[list[int]] = []
-    for i in order:
-        if out and lengths[i] >= ratio * lengths[out[-1][0]]:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):  # bucket order[i:j], its longest row order[i]
+            width = lengths[order[i]]
+            cost = best[i] + ((j - i) * width + forward_cost if width else 0)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    out, j = [], n
+    while j:
+        out.append(order[cut[j]:j])
+        j = cut[j]
+    return out[::-1]
+
+
+def _prefix_forward(model, heads: list[Row], lengths: list[int], pad_id: int):
+    """One forward over the groups' prefixes (left padded): (ids, mask, extras, cache)."""
+    device, dtype = model.device, model.dtype
+    ids = _collate([h.ids[:n] for h, n in zip(heads, lengths)], pad_id)
+    mask = _collate([torch.ones(n, dtype=torch.long) for n in lengths], 0, ids.shape[1])
+    extras = {k: _collate([h.extras[k][:n] for h, n in zip(heads, lengths)], 0, ids.shape[1]) for k in heads[0].extras}
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=_positions(mask).to(device),
+                **{k: v.to(device) for k, v in extras.items()}, **_keep_last_logits(model),
+                **_images([h.images[0] for h in heads], device, dtype), use_cache=True)
+    return ids, mask, extras, getattr(out, "cache", None) or out.past_key_values
+
+
+def _continue(model, prefix, rows: list[Row], part: list[int], group_of, starts, pad_id: int) -> dict:
+    """Prefill of rows `part` up to (not including) their last token, continuing grouped rows from
+    the prefix cache (ungrouped rows in the bucket see its columns masked out). Returns the bucket's
+    ids, mask, extras (CPU, cache width) and cache."""
+    device, dtype = model.device, model.dtype
+    tails = [rows[i].ids[starts[i]:-1] for i in part]
+    new_ids = _collate(tails, pad_id)
+    new_mask = _collate([torch.ones(len(t), dtype=torch.long) for t in tails], 0, new_ids.shape[1])
+    new_extras = {k: _collate([rows[i].extras[k][starts[i]:-1] for i in part], 0, new_ids.shape[1])
+                  for k in rows[part[0]].extras}
+    grouped = [group_of[i] for i in part]
+    cache = None
+    if any(g is not None for g in grouped):
+        p_ids, p_mask, p_extras, p_cache = prefix
+        sel = torch.tensor([g if g is not None else 0 for g in grouped])
+        keep = torch.tensor([g is not None for g in grouped]).unsqueeze(1)
+        new_ids, new_mask = torch.cat([p_ids[sel], new_ids], 1), torch.cat([p_mask[sel] * keep, new_mask], 1)
+        new_extras = {k: torch.cat([p_extras[k][sel] * keep, v], 1) for k, v in new_extras.items()}
+        cache = _select(p_cache, sel.to(device))
+    width = max(len(t) for t in tails)
+    if width:
+        images = [im for i in part for im in rows[i].images[(1 if group_of[i] is not None else 0):]]
+        kw = {_cache_name(model): cache} if cache is not None else {}
+        out = model(input_ids=new_ids[:, -width:].to(device), attention_mask=new_mask.to(device),
+                    position_ids=_positions(new_mask)[:, -width:].to(device),
+                    **{k: v.to(device) for k, v in new_extras.items()}, **_keep_last_logits(model),
+                    **_images(images, device, dtype), use_cache=True, **kw)
+        cache = getattr(out, "cache", None) or out.past_key_values
+    return {"part": part, "ids": new_ids, "mask": new_mask, "extras": new_extras, "cache": cache}
+
+
+def _merge(model, pieces: list[dict], pad_id: int, room: int, static: bool):
+    """The buckets' rows as one batch (bucket after bucket), left padded to the widest: ids, mask,
+    extras and one cache holding all their caches, static (`room` free columns for the decode,
+    grown in place) or dynamic (grown by concatenation: a copy of the whole cache per step). Each
+    bucket's cache is released layer by layer as it is copied."""
+    from transformers import DynamicCache, StaticCache
+
+    width = max(p["ids"].shape[1] for p in pieces)
+    ids = _collate([r for p in pieces for r in p["ids"]], pad_id, width)
+    mask = _collate([r for p in pieces for r in p["mask"]], 0, width)
+    extras = {k: _collate([r for p in pieces for r in p["extras"][k]], 0, width) for k in pieces[0]["extras"]}
+    spans, at = [], 0  # per bucket with a cache: (its first row, its cache)
+    for p in pieces:
+        if p["cache"] is not None:  # the rest have no columns
+            spans.append((at, p["cache"]))
+        at += len(p["part"])
+    config = model.config
+    cache = StaticCache(config=config, max_cache_len=width + room) if static else DynamicCache(config=config)
+    for li, layer in enumerate(cache.layers):
+        k0, v0 = spans[0][1].layers[li].keys, spans[0][1].layers[li].values
+        shape_k, shape_v = (at, k0.shape[1], width, k0.shape[-1]), (at, v0.shape[1], width, v0.shape[-1])
+        layer.lazy_initialization(k0.new_empty(shape_k[:2] + (0,) + shape_k[3:]),
+                                  v0.new_empty(shape_v[:2] + (0,) + shape_v[3:]))
+        if not static:
+            layer.keys, layer.values = k0.new_zeros(shape_k), v0.new_zeros(shape_v)
+        for first, bucket in spans:
+            src = bucket.layers[li]
+            n, cols = src.keys.shape[0], src.keys.shape[-2]
+            layer.keys[first:first + n, :, width - cols:width].copy_(src.keys)
+            layer.values[first:first + n, :, width - cols:width].copy_(src.values)
+            src.keys = src.values = None  # memory: the bucket's copy of this layer is no longer needed
+        if static:
+            layer.cumulative_length.fill_(width)
+        counter = "cumulative_length_int" if static else "cumulative_length"  # sliding layers count in Python
+        if hasattr(layer, counter):
+            setattr(layer, counter, width)
+    return ids, mask, extras, cache
 
 
 def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, gen_kwargs: dict,
-                    ratio: float = 0.5) -> list[torch.Tensor] | None:
-    """New token ids per row, sharing each group's prefix; None when no two rows share one."""
+                    forward_cost: int = FORWARD_COST, static_decode: bool = True) -> list[torch.Tensor] | None:
+    """New token ids per row, sharing each group's prefix; None when no two rows share one (or a
+    row ends in an image token, or a sliding window would not cover the padded rows).
+    `static_decode=False` (perf/shared_prefix.py's comparison only) decodes from a dynamic cache."""
     group_of, lengths = plan_groups(rows, image_token_id)
-    if not lengths:
+    if not lengths or any(int(r.ids[-1]) == image_token_id for r in rows):
         return None
     # Mid-row padding shifts cache indices: a sliding window (indices, not positions) must cover all.
     window = getattr(model.config.get_text_config(), "sliding_window", None)
     if window and max(lengths) + max(len(r.ids) for r in rows) + gen_kwargs.get("max_new_tokens", 0) > window:
         return None
-    device, dtype = model.device, model.dtype
-    cache_kw = _cache_name(model)
     reps = {g: i for i, g in reversed(list(enumerate(group_of))) if g is not None}
-    heads = [rows[reps[g]] for g in range(len(lengths))]
-    # One forward over the groups' prefixes (left padded): their vision features and KV cache.
-    p_ids = _collate([h.ids[:n] for h, n in zip(heads, lengths)], pad_id)
-    p_mask = _collate([torch.ones(n, dtype=torch.long) for n in lengths], 0, p_ids.shape[1])
-    extras = {k: _collate([h.extras[k][:n] for h, n in zip(heads, lengths)], 0, p_ids.shape[1])
-              for k in heads[0].extras}
-    pos = (p_mask.cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
-    keep_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    with torch.inference_mode():
-        out = model(input_ids=p_ids.to(device), attention_mask=p_mask.to(device), position_ids=pos.to(device),
-                    **{k: v.to(device) for k, v in extras.items()}, **keep_logits,
-                    **_images([h.images[0] for h in heads], device, dtype), use_cache=True)
-    prefix_cache = getattr(out, "cache", None) or out.past_key_values
-    del out
     starts = [lengths[g] if g is not None else 0 for g in group_of]
-    suffix_len = [len(r.ids) - s for r, s in zip(rows, starts)]
+    with torch.inference_mode():
+        prefix = _prefix_forward(model, [rows[reps[g]] for g in range(len(lengths))], lengths, pad_id)
+        tails = [len(r.ids) - s - 1 for r, s in zip(rows, starts)]
+        pieces = [_continue(model, prefix, rows, part, group_of, starts, pad_id)
+                  for part in length_buckets(tails, forward_cost)]
+        del prefix
+        order = [i for p in pieces for i in p["part"]]  # the batch's rows, bucket after bucket
+        ids, mask, extras, cache = _merge(model, pieces, pad_id, 1 + gen_kwargs["max_new_tokens"], static_decode)
+        del pieces
+        last = torch.stack([rows[i].ids[-1] for i in order]).unsqueeze(1)
+        ids, mask = torch.cat([ids, last], 1), torch.cat([mask, torch.ones_like(last)], 1)
+        extras = {k: torch.cat([v, torch.stack([rows[i].extras[k][-1] for i in order]).unsqueeze(1)], 1)
+                  for k, v in extras.items()}
+        device = model.device
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             **{k: v.to(device) for k, v in extras.items()},
+                             **{_cache_name(model): cache}, **gen_kwargs,
+                             **({"disable_compile": True} if static_decode else {}))
+    new = gen[:, ids.shape[1]:].cpu()
     results: list[torch.Tensor | None] = [None] * len(rows)
-    for part in sub_batches(suffix_len, ratio):
-        grouped = [group_of[i] for i in part]
-        suf_ids = _collate([rows[i].ids[starts[i]:] for i in part], pad_id)
-        suf_mask = _collate([torch.ones(suffix_len[i], dtype=torch.long) for i in part], 0, suf_ids.shape[1])
-        images = [im for i in part for im in rows[i].images[(1 if group_of[i] is not None else 0):]]
-        suf_extras = {k: _collate([rows[i].extras[k][starts[i]:] for i in part], 0, suf_ids.shape[1])
-                      for k in rows[part[0]].extras}
-        kw = dict(gen_kwargs)
-        if all(g is None for g in grouped):  # nothing shared here: a plain batch
-            ids, mask = suf_ids, suf_mask
-        else:
-            sel = torch.tensor([g if g is not None else 0 for g in grouped])
-            keep = torch.tensor([g is not None for g in grouped]).unsqueeze(1)
-            ids = torch.cat([p_ids[sel], suf_ids], 1)
-            mask = torch.cat([p_mask[sel] * keep, suf_mask], 1)  # unshared rows: prefix masked out
-            kw[cache_kw] = _select(prefix_cache, sel.to(device))
-            suf_extras = {k: torch.cat([extras[k][sel] * keep, v], 1) for k, v in suf_extras.items()}
-        with torch.inference_mode():
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 **{k: v.to(device) for k, v in suf_extras.items()},
-                                 **_images(images, device, dtype), **kw)
-        new = gen[:, ids.shape[1]:].cpu()
-        for j, i in enumerate(part):
-            results[i] = new[j]
-    del prefix_cache
+    for j, i in enumerate(order):
+        results[i] = new[j]
     return results  # type: ignore[return-value]

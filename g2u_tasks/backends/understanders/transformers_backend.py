@@ -5,9 +5,9 @@ several images per prompt, greedy decoding, left-padded chunks bucketed by size,
 preprocessing overlapped with the current chunk's generation, and CUDA out-of-memory halving.
 
 `share_prefix` (default off, opt-in): prompts of a batch that begin with the same image (an item's
-baseline and concat prompts) are chunked together and continue from one shared prefix
-(prefix_sharing.py); greedy fp32 answers are the same as without it. Off by default because on an
-H200 it is still slower than the plain path (docs/PERFORMANCE.md, "Shared prefix").
+baseline and concat prompts) are chunked together, continue from one shared prefix and decode in
+one pass per chunk (prefix_sharing.py); greedy fp32 answers are the same as without it. Off by
+default until a GPU run shows it faster than the plain path (docs/PERFORMANCE.md, "Shared prefix").
 """
 from __future__ import annotations
 
