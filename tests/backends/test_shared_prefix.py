@@ -142,7 +142,9 @@ def test_chunks_keep_groups_together():
 
 
 def test_share_prefix_param_is_checked(built):
-    assert get_understander(_spec(built["llava"])).share_prefix is False  # opt-in until measured on a GPU
+    auto = get_understander(_spec(built["llava"]))  # auto: on for GPUs only; this machine runs on CPU
+    assert auto.share_prefix is False and "shared-prefix" not in (auto.notes or "")
+    assert "shared-prefix decoding" in get_understander(_spec(built["llava"], share_prefix=True)).notes
     with pytest.raises(ValueError, match="share_prefix"):
         get_understander(_spec(built["llava"], share_prefix="yes"))
 
