@@ -207,15 +207,26 @@ def _task_of(fn: Callable) -> "Task":
     return task(fn, name=fn.__name__.replace("_", "-"))
 
 
+class Group:
+    """A task run's batches and fn's other keyword arguments, as one argument that Prefect passes on
+    without walking into it (it walks lists, dicts and dataclasses looking for futures: every item
+    of every batch, on every task run). Its own `quote` does the same but arrives wrapped on Dask."""
+
+    __slots__ = ("batches", "fixed")
+
+    def __init__(self, batches: list[list], fixed: dict[str, Any]):
+        self.batches, self.fixed = batches, fixed
+
+
 @functools.cache
 def _grouped(fn: Callable) -> Callable:
-    """`fn` over a group of batches (`batch`: a list of batches; `fixed`: fn's other keyword
-    arguments) in one task run, named after `fn`; one result per batch, in order."""
-    def run_group(batch: list[list], fixed: dict[str, Any]) -> list[Any]:
-        return [fn(batch=b, **fixed) for b in batch]
+    """`fn` over a Group of batches in one task run, named after `fn`; one result per batch, in order."""
+    def run_group(batch: Group) -> list[Any]:
+        return [fn(batch=b, **batch.fixed) for b in batch.batches]
 
-    functools.update_wrapper(run_group, fn)
-    del run_group.__wrapped__  # Prefect reads the parameters of this function, not fn's
+    functools.update_wrapper(run_group, fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"),
+                             updated=())
+    del run_group.__wrapped__  # Prefect reads this function's parameters, not fn's
     return run_group
 
 
@@ -281,8 +292,6 @@ class BatchRunner:
         at once do not grow with the run."""
         from collections import deque
 
-        from prefect.utilities.annotations import quote
-
         if not batches:
             return
         task = with_policy(_grouped(fn), self.spec)
@@ -291,8 +300,7 @@ class BatchRunner:
         while group := list(itertools.islice(stream, self.spec.batches_per_task)):
             if len(pending) >= window:
                 yield from _taken_group(pending.popleft().result())
-            # quote: Prefect would otherwise walk every item of every batch looking for futures
-            pending.append(self.runner.submit(task, {"batch": quote(group), "fixed": quote(fixed)}))
+            pending.append(self.runner.submit(task, {"batch": Group(group, fixed)}))
         while pending:
             yield from _taken_group(pending.popleft().result())
 
