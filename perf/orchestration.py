@@ -18,6 +18,7 @@ seconds are the measure; wall seconds also count the wait for the cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -108,11 +110,28 @@ def run_size(repo: Path, n: int, base_url: str, batch_size: int, batches_per_tas
             cmd = [shutil.which("py-spy") or "py-spy", "record", "--subprocesses", "--gil", "-r", "50",
                    "-f", "speedscope", "-o", str(profile / f"orchestration-{n}-{repo.name}-{batches_per_task}.json"), "--", *cmd]
         done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if done.returncode != 0 or line is None:
-            sys.exit(f"{n} items failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        return {"code": rev.stdout.strip() or repo.name, **json.loads(line.removeprefix("RESULT "))}
+    rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {"code": rev.stdout.strip() or repo.name, **child_result(done, f"{n} items")}
+
+
+def child_result(done: subprocess.CompletedProcess, what: str) -> dict:
+    """The RESULT line a child printed; exits with its output when it failed."""
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT ") and done.returncode == 0:
+            return json.loads(line.removeprefix("RESULT "))
+    sys.exit(f"{what} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def instant_endpoint() -> Iterator[str]:
+    """perf/scale_memory.py's instant endpoint in a process of its own; yields its base URL."""
+    ports: multiprocessing.Queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve_instant, args=(ports,), daemon=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
+    finally:
+        server.terminate()
 
 
 def table(rows: list[dict], gpu_s_per_item: float) -> str:
@@ -158,20 +177,14 @@ def main() -> None:
                                            args.batches_per_task[0])))
         return
 
-    ports = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve_instant, args=(ports,), daemon=True)
-    server.start()
-    base_url = f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
     rows = []
-    try:
+    with instant_endpoint() as base_url:
         for n in args.items:
             for repo in [r.resolve() for r in args.repo or [REPO]]:
                 for k in args.batches_per_task:
                     rows.append(run_size(repo, n, base_url, args.batch_size, k, args.profile))
                     print(f"{n} items, {repo.name}, {k or 'default'} batches per task: done", file=sys.stderr,
                           flush=True)
-    finally:
-        server.terminate()
     print(table(rows, args.gpu_s_per_item))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
