@@ -12,6 +12,9 @@
 - Every batch task gets one policy, set here (with_policy): the `gpu` tag (Prefect tag concurrency
   limits), retries with exponential backoff + jitter on transient storage/endpoint errors only,
   `task_timeout_s`, no cache and no persisted result (results are never pickled to storage).
+- A task run takes `batches_per_task` batches (default 8), one after another: Prefect's cost per
+  task run (states, events, logs: tens of ms of CPU here and in its server) is paid once per group,
+  not per batch. Results still come back per batch, in order; a group's retry redoes its batches.
 
 `BatchRunner.batching()` hands the core's stage sequences (g2u_tasks.*.stage) this mapping.
 Prefect is imported lazily: perf/scaleout.py uses `local_cluster` on GPU hosts without Prefect.
@@ -19,6 +22,7 @@ Prefect is imported lazily: perf/scaleout.py uses `local_cluster` on GPU hosts w
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 from contextlib import contextmanager
@@ -57,15 +61,17 @@ class ExecutorSpec(BaseModel):
     retry_delay_s: float = Field(2.0, ge=0)  # first delay; doubles per retry
     retry_jitter: float = Field(0.5, ge=0)  # delays vary by up to this fraction
     gpu_tag: str = "gpu"  # tag for Prefect's tag concurrency limits
-    # Batches submitted and not yet consumed, per stage. Each holds its items' image bytes and its
-    # result, and on the local runner a thread: bounded, peak memory follows this, not the run's
-    # size. None: 4 locally (one model, locked per call, gains nothing from more), 2 per Dask worker.
+    batches_per_task: int = Field(8, ge=1)  # batches one task run takes, one after another
+    # Task runs submitted and not yet consumed, per stage. Each holds its batches' image bytes and
+    # results, and on the local runner a thread: bounded, peak memory follows this x batches_per_task,
+    # not the run's size. None: 2 locally (one model, locked per call: one group runs while the next
+    # waits ready), 2 per Dask worker thread.
     max_in_flight: int | None = Field(None, ge=1)
 
     def in_flight(self, workers: int | None = None) -> int:
         if self.max_in_flight is not None:
             return self.max_in_flight
-        return 4 if self.kind == "local" else 2 * max(1, workers or self.n_workers * self.threads_per_worker)
+        return 2 if self.kind == "local" else 2 * max(1, workers or self.n_workers * self.threads_per_worker)
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> "ExecutorSpec":
@@ -201,6 +207,29 @@ def _task_of(fn: Callable) -> "Task":
     return task(fn, name=fn.__name__.replace("_", "-"))
 
 
+class Group:
+    """A task run's batches and fn's other keyword arguments, as one argument that Prefect passes on
+    without walking into it (it walks lists, dicts and dataclasses looking for futures: every item
+    of every batch, on every task run). Its own `quote` does the same but arrives wrapped on Dask."""
+
+    __slots__ = ("batches", "fixed")
+
+    def __init__(self, batches: list[list], fixed: dict[str, Any]):
+        self.batches, self.fixed = batches, fixed
+
+
+@functools.cache
+def _grouped(fn: Callable) -> Callable:
+    """`fn` over a Group of batches in one task run, named after `fn`; one result per batch, in order."""
+    def run_group(batch: Group) -> list[Any]:
+        return [fn(batch=b, **batch.fixed) for b in batch.batches]
+
+    functools.update_wrapper(run_group, fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"),
+                             updated=())
+    del run_group.__wrapped__  # Prefect reads this function's parameters, not fn's
+    return run_group
+
+
 def with_policy(task: "Task | Callable", spec: ExecutorSpec) -> "Task":
     """The batch task (a plain function becomes one named after it) with the GPU tag, transient-error
     retries (exponential backoff + jitter), timeout, no cache and no persisted result."""
@@ -236,6 +265,11 @@ def _taken(result: Any) -> Any:
     return result
 
 
+def _taken_group(results: list[Any]) -> list[Any]:
+    """A group's batch results (see _grouped), each taken as one batch task's result was."""
+    return [_taken(r) for r in _taken(results)]
+
+
 class BatchRunner:
     """Maps a batch task over batches on the stage's task runner (futures in batch order)."""
 
@@ -252,21 +286,23 @@ class BatchRunner:
         return list(self.runner.map(with_policy(task, self.spec), params))
 
     def map_batches(self, fn: Callable, batches: list, **fixed: Any) -> Iterator[Any]:
-        """The core's mapping contract: results in batch order, as each is needed. At most
-        `in_flight()` batches are submitted and not yet consumed: a window that slides as results
-        are taken, so threads, arguments and results held at once do not grow with the run."""
+        """The core's mapping contract: results in batch order, as each is needed. Batches go
+        `batches_per_task` to a task run; at most `in_flight()` task runs are submitted and not yet
+        consumed: a window that slides as results are taken, so threads, arguments and results held
+        at once do not grow with the run."""
         from collections import deque
 
         if not batches:
             return
-        task = with_policy(fn, self.spec)
+        task = with_policy(_grouped(fn), self.spec)
         window, pending = self.in_flight(), deque()
-        for batch in batches:
+        stream = iter(batches)
+        while group := list(itertools.islice(stream, self.spec.batches_per_task)):
             if len(pending) >= window:
-                yield _taken(pending.popleft().result())
-            pending.append(self.runner.submit(task, {**fixed, "batch": batch}))
+                yield from _taken_group(pending.popleft().result())
+            pending.append(self.runner.submit(task, {"batch": Group(group, fixed)}))
         while pending:
-            yield _taken(pending.popleft().result())
+            yield from _taken_group(pending.popleft().result())
 
     def in_flight(self) -> int:
         workers = None

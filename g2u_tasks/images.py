@@ -52,10 +52,29 @@ def check_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """RGB pixels of an image within the pixel budget; ImageTooLarge (before decoding) otherwise."""
+    """RGB pixels of an image within the pixel budget; ImageTooLarge (before decoding) otherwise.
+    When `data` is a plain 8-bit RGB PNG, the image keeps it for `png_bytes`."""
     img = _open(data, max_pixels)
+    plain_png = (img.format == "PNG" and img.mode == "RGB" and "transparency" not in img.info
+                 and all(tile.args == "RGB" for tile in img.tile))  # not 16-bit, no colour key
     img.load()
-    return img.convert("RGB")
+    out = img.convert("RGB")  # a new object, even when already RGB
+    if plain_png:
+        setattr(out, _SOURCE_PNG, data)
+    return out
+
+
+# Attribute `decode` sets on the one image object it returns: the PNG bytes of exactly its pixels.
+# Images the pipeline derives (copy, resize, ...) are new objects without it; decoded images are
+# never changed in place.
+_SOURCE_PNG = "_g2u_source_png"
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """PNG bytes of the image's pixels: the bytes `decode` read it from, where those are a plain RGB
+    PNG (sent as they are: no second encode), else `encode_png`."""
+    data = getattr(img, _SOURCE_PNG, None)
+    return data if data is not None else encode_png(img)
 
 
 def downscale(data: bytes, max_pixels: int) -> tuple[bytes, str]:

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from g2u_tasks.images import encode_png
+from g2u_tasks.images import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ class OpenAIRequestError(RuntimeError):
 
 
 def data_url(img) -> str:
-    """A PIL image as a base64 PNG data URL (how images go into chat messages)."""
-    return "data:image/png;base64," + base64.b64encode(encode_png(img)).decode("ascii")
+    """A PIL image as a base64 PNG data URL (how images go into chat messages): a decoded PNG's own
+    bytes where it has them (images.png_bytes), so stored images are not encoded again per request."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")
 
 
 def _origin(url: str) -> tuple[str, str]:

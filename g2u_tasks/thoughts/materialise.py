@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -225,16 +226,24 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
     """Generate, store blobs (before any commit references them), journal each finished row,
     and return manifest rows. similarity_spec: embed_sim of the ok thoughts, in one batched call."""
     rows, ready, sources = [], [], []
+    decoded: dict[bytes, Any] = {}  # source bytes -> image (or why not): an item's source decoded once a batch
     for p in batch:
         if not p.generable:  # a plan that failed: record a parse failure once, never generate
             if p.recordable:
                 rows.append(_row(p, status="failed", error=p.plan.reason))
             continue
-        try:
-            sources.append(decode(p.item.images[-1]))  # like the reference, edit the last image
-            ready.append(p)
-        except Exception as exc:  # noqa: BLE001
-            rows.append(_row(p, status="failed", error=f"{p.item.ref}: source image unreadable: {exc}"))
+        data = p.item.images[-1]  # like the reference, edit the last image
+        if data not in decoded:
+            try:
+                decoded[data] = decode(data)
+            except Exception as exc:  # noqa: BLE001
+                decoded[data] = exc
+        src = decoded[data]
+        if isinstance(src, Exception):
+            rows.append(_row(p, status="failed", error=f"{p.item.ref}: source image unreadable: {src}"))
+            continue
+        sources.append(src)
+        ready.append(p)
     outputs, costs = _generate(gen_spec, ready, sources) if ready else ([], [])
     cond = _conditioning(gen_spec) if any(p.family.calls_generator for p in ready) else None
     sims = _embed_sims(similarity_spec, sources, outputs)

@@ -122,6 +122,28 @@ def test_stage_cluster_maps_batches_in_order_over_worker_processes(prefect_harne
     assert {r[2] for r in out} == {""} and os.getpid() not in {r[1] for r in out}
 
 
+def task_run_of(batch, tag):
+    from prefect.runtime import task_run
+
+    return [(x, tag, task_run.id) for x in batch]
+
+
+@flow
+def grouped_flow(cfg: dict):
+    with executor.batch_runner(RunConfig.model_validate(cfg)) as runner:
+        return list(runner.map_batches(task_run_of, [[i] for i in range(7)], tag="t"))
+
+
+@pytest.mark.slow
+def test_batches_go_several_to_a_task_run_and_come_back_one_by_one_in_order(prefect_harness, tmp_path):
+    cfg = _config(tmp_path, tmp_path, {"batches_per_task": 3, "max_in_flight": 1})
+    out = grouped_flow(cfg)
+    assert [batch[0][:2] for batch in out] == [(i, "t") for i in range(7)]  # one result per batch, in order
+    runs = [batch[0][2] for batch in out]
+    assert runs[0] == runs[1] == runs[2] != runs[3] == runs[4] == runs[5] != runs[6]  # 3 + 3 + 1
+    assert executor.ExecutorSpec().batches_per_task == 8 and executor.ExecutorSpec().in_flight() == 2
+
+
 CALLS: list[str] = []
 
 

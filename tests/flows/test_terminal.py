@@ -119,5 +119,6 @@ def test_run_on_a_terminal_is_short_and_prefect_keeps_every_task_state(tmp_path,
         progress = [r[0] for r in con.execute("SELECT message FROM log WHERE message LIKE 'answering: %'")]
     finally:
         con.close()
-    assert len(batches) == 8 + 20 and set(batches) <= finished  # every batch task's state, in Prefect's logs
+    # 8 + 20 batches, 8 to a task run (executor.batches_per_task): every task run's state, in Prefect's logs
+    assert len(batches) == 1 + 3 and set(batches) <= finished
     assert progress[-1] == "answering: 20/20 batches, 40/40 items, 0 failed"

@@ -30,7 +30,7 @@ from PIL import Image
 
 from g2u_tasks.config import ModelSpec
 from g2u_tasks.backends.generators.base import GenerateRequest, register_generator
-from g2u_tasks.images import decode, encode_png
+from g2u_tasks.images import decode, png_bytes
 from g2u_tasks.backends.openai_client import CLIENT_PARAMS, OpenAIClient, OpenAIRequestError, data_url
 
 
@@ -112,7 +112,7 @@ class OpenAIGenerator:
         data = {**self.form, "model": self.model, "prompt": self.api.template.replace("{prompt}", req.prompt)}
         if self.send_seed:
             data["seed"] = str(req.seed)
-        files = {"image": ("image.png", encode_png(req.image), "image/png")}
+        files = {"image": ("image.png", png_bytes(req.image), "image/png")}
         out = self.client.post_multipart(self.api.path, data, files, index)
         try:
             item = out["data"][0]
