@@ -21,6 +21,7 @@ from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
 from g2u_tasks.spool import ImageSpool
 from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.warehouse.run_predictions import check_predictions
+from g2u_tasks.warehouse.run_thoughts import check_thoughts
 from g2u_tasks.warehouse.validation import validate
 
 
@@ -144,18 +145,9 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
     # each benchmark's own suite, once per run x benchmark x condition x mode x seed
     predictions = check_predictions(store, run_id, items, judge)
     quarantined = store.read_run_table(run_id, "quarantine")
-    manifest = store.manifest(dataset_version) if dataset_version is not None else store.manifest()
-    # the thoughts this run's items use, at the pinned version (the manifest itself when it has no others)
-    used = pl.struct("benchmark", "item_id").is_in(items.select(pl.struct("benchmark", "item_id")).to_series().implode())
-    mask = manifest.select(used).to_series()
-    thoughts = manifest if mask.all() else manifest.filter(mask)
-    del manifest
-    thoughts = thoughts.with_columns(pl.lit(dataset_version, pl.Int64).alias("dataset_version"))
-
-    thoughts, bad = validate("thoughts", thoughts)
-    extra = [quarantine_row(run_id, "thoughts", r.get("benchmark"), r.get("item_id"), r["reasons"],
-                            {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
-             for r in bad.iter_rows(named=True)] + predictions.quarantine
+    # the thoughts this run's items use, at the pinned version, a slice at a time
+    thoughts = check_thoughts(store, run_id, dataset_version, items)
+    extra = thoughts.quarantine + predictions.quarantine
     metrics, bad_metrics = validate("metrics", pl.from_arrow(predictions.metrics()))
     extra += [quarantine_row(run_id, "metrics", r["benchmark"], None, r["reasons"],
                              {k: v for k, v in r.items() if k != "reasons"}) for r in bad_metrics.iter_rows(named=True)]
@@ -171,10 +163,10 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
         # quarantine rows of earlier loads of this run are replaced as a whole (inside the load's
         # transaction, so a failed load leaves the earlier rows in place)
         return warehouse.load(con, {
-            "items": items, "thoughts": thoughts, "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
+            "items": items, "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
         }, before=[("DELETE FROM quarantine WHERE run_id = ?", [run_id]),
                    ("DELETE FROM predictions WHERE run_id = ?", [run_id])],
-            parts={"predictions": predictions.good_chunks()})
+            parts={"predictions": predictions.good_chunks()}, keyed_parts={"thoughts": thoughts.good_slices()})
     except warehouse.WarehouseWriteError as err:
         raise RunNotLoadedError(run_id, err) from err
     finally:

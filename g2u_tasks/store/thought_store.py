@@ -62,6 +62,7 @@ TEMP_GRACE_S = 3600.0  # a temp file younger than this may belong to a live writ
 STATUSES = ("ok", "failed")
 COMMIT_ATTEMPTS = 8  # bounded retry of conflicting commits
 COMMIT_BACKOFF_S = 0.05  # first backoff; doubles per attempt, with jitter
+SLICE_ROWS = 16384  # manifest rows a sliced read holds at once
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -369,6 +370,24 @@ class ThoughtStore:
             credential_provider=None,
         )
         return _with_current_schema(df, names)
+
+    def manifest_slices(self, version: int | None = None, where: pl.Expr | None = None,
+                        slice_rows: int | None = None) -> Iterator[pl.DataFrame]:
+        """The manifest rows at a version (latest when None) that match `where`, about `slice_rows`
+        (default SLICE_ROWS) at a time, read straight from the table's files: never all at once. Rows are dealt to
+        slices by a hash of thought_id, so all rows of one thought_id are in one slice."""
+        dt = self._delta_table(version)
+        if dt is None:
+            return
+        stored = set(dt.schema().to_arrow().names)
+        wanted = pl.scan_delta(self.manifest_uri, version=dt.version(), storage_options=self.delta_storage_options,
+                               credential_provider=None).select([n for n in THOUGHTS_SCHEMA.names if n in stored])
+        if where is not None:
+            wanted = wanted.filter(where)
+        count = max(1, -(-wanted.select(pl.len()).collect(engine="streaming").item() // (slice_rows or SLICE_ROWS)))
+        for k in range(count):
+            part = wanted.filter(pl.col("thought_id").hash() % count == k) if count > 1 else wanted
+            yield _with_current_schema(part.collect(engine="streaming"))
 
     def existing_ok(self, thought_ids: Iterable[str], version: int | None = None) -> pl.DataFrame:
         """The requested thought_ids that have an "ok" manifest row (columns thought_id, status)."""
