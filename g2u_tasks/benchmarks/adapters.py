@@ -23,7 +23,9 @@ from typing import Any, Iterator, Mapping
 import fsspec
 
 from g2u_tasks.benchmarks.hooks import as_list
-from g2u_tasks.benchmarks.loaders import URI_SCHEME, ImageProblem, ImageSource, image_policy, iter_benchmark
+from g2u_tasks.benchmarks.loaders import (
+    URI_SCHEME, ImageProblem, ImageSource, TsvCell, image_policy, iter_benchmark,
+)
 from g2u_tasks.benchmarks.loaders import cell_text
 from g2u_tasks.benchmarks.table import BenchmarkSpec, resolve
 from g2u_tasks.config import ImagesConfig
@@ -161,8 +163,8 @@ def _custom_images(rows: list[dict], ctx: _Context) -> list[dict]:
             if listed:
                 row["image_path"] = listed[0]
                 candidates = [listed[0]]  # only the first image is sent
-            elif cell_text(row.get("image")) is not None:
-                continue  # base64 image cell (VisThink style)
+            elif isinstance(row.get("image"), TsvCell) or cell_text(row.get("image")) is not None:
+                continue  # base64 image cell (VisThink style), read when its item is made
             else:
                 folder = img_root_map(cell_text(row.get("ori_Bench")) or ctx.label)
                 candidates = [f"{folder}/{index}.jpg", f"{folder}/{index}.png"]
