@@ -18,7 +18,6 @@ import io
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,10 +71,6 @@ def write_benchmark(path: Path, n: int) -> None:
     pl.DataFrame(out).write_csv(path, separator="\t")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def stage_peak_mb() -> float:
     """The process's peak RSS since the last reset_stage_peak (Linux: VmHWM)."""
     with open("/proc/self/status") as f:
@@ -83,8 +78,10 @@ def stage_peak_mb() -> float:
 
 
 def reset_stage_peak() -> None:
+    """Resets VmHWM to the current RSS. It also lowers ru_maxrss, which reads the same counter:
+    the run's peak is the largest stage peak."""
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
+        f.write("5")
 
 
 def child(n: int, root: Path, base_url: str, max_in_flight: int | None) -> dict:
@@ -116,12 +113,11 @@ def child(n: int, root: Path, base_url: str, max_in_flight: int | None) -> dict:
             out = call()
             result[f"{stage}_s"] = round(time.perf_counter() - started, 1)
             result[f"{stage}_peak_mb"] = round(stage_peak_mb())
-            result[f"rss_after_{stage}_mb"] = round(peak_rss_mb())
             if stage == "materialise":
                 result["version"] = out["dataset_version"]
             elif stage == "understand":
                 result["run_id"] = out
-    result["peak_rss_mb"] = round(peak_rss_mb())
+    result["peak_rss_mb"] = max(result[f"{stage}_peak_mb"] for stage in ("materialise", "understand", "load"))
     return result
 
 
