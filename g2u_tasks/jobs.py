@@ -2,16 +2,18 @@
 load sequence validate_and_load. Plain functions, no Prefect."""
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
+from typing import Iterator
 
 import polars as pl
 import pyarrow as pa
 
 from g2u_tasks.warehouse import database as warehouse
-from g2u_tasks.benchmarks.loaders import load_benchmark
+from g2u_tasks.benchmarks.loaders import iter_benchmark
 from g2u_tasks.config import BenchmarkSpec, RunConfig, is_secret_option, redact_secrets
 from g2u_tasks.thoughts.families import EditFamily, load_families
-from g2u_tasks.benchmarks.adapters import load_benchmark_spec
+from g2u_tasks.benchmarks.adapters import iter_benchmark_spec
 from g2u_tasks.benchmarks.table import has_spec
 from g2u_tasks.scoring.judge import JudgeSpec
 from g2u_tasks.warehouse.quarantine import quarantine_row, quarantine_table
@@ -19,6 +21,7 @@ from g2u_tasks.records import RUNS_SCHEMA, Item, canonical_json, items_table
 from g2u_tasks.spool import ImageSpool
 from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.warehouse.run_predictions import check_predictions
+from g2u_tasks.warehouse.run_thoughts import check_thoughts
 from g2u_tasks.warehouse.validation import validate
 
 
@@ -39,43 +42,61 @@ def families_of(cfg: RunConfig) -> list[EditFamily]:
     return load_families(cfg.families, cfg.families_dir)
 
 
-def load_benchmark_items(cfg: RunConfig, b: BenchmarkSpec) -> list[Item]:
-    """Known benchmarks load through their spec's adapter (HF exports, custom TSVs); others generically."""
+SCREEN_CHUNK = 512  # items made (with their images) before they go to the spool
+
+
+def iter_benchmark_items(cfg: RunConfig, b: BenchmarkSpec) -> Iterator[Item]:
+    """Known benchmarks load through their spec's adapter (HF exports, custom TSVs); others
+    generically. Items are made as they are iterated to."""
     opts = cfg.storage_options or None
     if has_spec(b.name) and b.question_type is None:
-        return load_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name,
+        return iter_benchmark_spec(b.name, b.source, limit=b.limit, storage_options=opts, benchmark=b.name,
                                    images=cfg.images)
-    return load_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit, storage_options=opts,
+    return iter_benchmark(b.name, b.source, question_type=b.question_type, limit=b.limit, storage_options=opts,
                           images=cfg.images)
 
 
 def load_items(cfg: RunConfig) -> list[Item]:
-    return [item for b in cfg.benchmarks for item in load_benchmark_items(cfg, b)]
+    return [item for b in cfg.benchmarks for item in iter_benchmark_items(cfg, b)]
 
 
-def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]]:
-    """Items passing the `items` suite, and quarantine rows (with reasons) for the rest."""
-    good, bad = validate("items", pl.from_arrow(items_table(items)))
-    keep = set(zip(good["benchmark"], good["item_id"]))
+def screen_table(table: pa.Table, run_id: str) -> tuple[set[tuple[str, str]], list[dict]]:
+    """The (benchmark, item_id) keys of an items table passing the `items` suite, and quarantine
+    rows (with reasons) for the rest."""
+    good, bad = validate("items", pl.from_arrow(table))
     rows = [
         quarantine_row(run_id, "items", r["benchmark"], r["item_id"], f"{r['benchmark']}/{r['item_id']}: {r['reasons']}",
                        {k: v for k, v in r.items() if k != "reasons"})
         for r in bad.iter_rows(named=True)
     ]
+    return set(zip(good["benchmark"], good["item_id"])), rows
+
+
+def screen_items(items: list[Item], run_id: str) -> tuple[list[Item], list[dict]]:
+    """Items passing the `items` suite, and quarantine rows (with reasons) for the rest."""
+    keep, rows = screen_table(items_table(items), run_id)
     return [it for it in items if (it.benchmark, it.item_id) in keep], rows
 
 
 def screened_items(cfg: RunConfig, run_id: str, spool: ImageSpool | None = None) -> tuple[list[Item], list[dict], pa.Table]:
     """The config's items that pass the `items` suite, quarantine rows for the rest, and the items
     table of those kept (the run's items file). Benchmark by benchmark (names are unique, and so
-    are item ids within each): with a `spool`, the items come without their image bytes, which the
-    spool keeps, and only one benchmark's images are in memory at once."""
+    are item ids within each), the suite over each benchmark's whole items table. With a `spool`,
+    the items come without their image bytes, which the spool keeps as the items are made: only
+    SCREEN_CHUNK items' images are in memory at once."""
     items, rejected, tables = [], [], []
     for b in cfg.benchmarks:
-        good, bad = screen_items(load_benchmark_items(cfg, b), run_id)
+        made, parts = [], []
+        stream = iter_benchmark_items(cfg, b)
+        while chunk := list(itertools.islice(stream, SCREEN_CHUNK)):
+            parts.append(items_table(chunk))  # before slim: the table counts each item's images
+            made += chunk if spool is None else [spool.slim(it) for it in chunk]
+        table = pa.concat_tables(parts) if parts else items_table([])
+        keep, bad = screen_table(table, run_id)
         rejected += bad
-        tables.append(items_table(good))
-        items += good if spool is None else [spool.slim(it) for it in good]
+        kept = [(it.benchmark, it.item_id) in keep for it in made]
+        tables.append(table.filter(pa.array(kept, pa.bool_())))
+        items += [it for it, ok in zip(made, kept) if ok]
     return items, rejected, pa.concat_tables(tables) if tables else items_table([])
 
 
@@ -124,18 +145,9 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
     # each benchmark's own suite, once per run x benchmark x condition x mode x seed
     predictions = check_predictions(store, run_id, items, judge)
     quarantined = store.read_run_table(run_id, "quarantine")
-    manifest = store.manifest(dataset_version) if dataset_version is not None else store.manifest()
-    # the thoughts this run's items use, at the pinned version (the manifest itself when it has no others)
-    used = pl.struct("benchmark", "item_id").is_in(items.select(pl.struct("benchmark", "item_id")).to_series().implode())
-    mask = manifest.select(used).to_series()
-    thoughts = manifest if mask.all() else manifest.filter(mask)
-    del manifest
-    thoughts = thoughts.with_columns(pl.lit(dataset_version, pl.Int64).alias("dataset_version"))
-
-    thoughts, bad = validate("thoughts", thoughts)
-    extra = [quarantine_row(run_id, "thoughts", r.get("benchmark"), r.get("item_id"), r["reasons"],
-                            {k: v for k, v in r.items() if k not in ("reasons", "prompt")})
-             for r in bad.iter_rows(named=True)] + predictions.quarantine
+    # the thoughts this run's items use, at the pinned version, a slice at a time
+    thoughts = check_thoughts(store, run_id, dataset_version, items)
+    extra = thoughts.quarantine + predictions.quarantine
     metrics, bad_metrics = validate("metrics", pl.from_arrow(predictions.metrics()))
     extra += [quarantine_row(run_id, "metrics", r["benchmark"], None, r["reasons"],
                              {k: v for k, v in r.items() if k != "reasons"}) for r in bad_metrics.iter_rows(named=True)]
@@ -151,10 +163,10 @@ def validate_and_load(cfg: RunConfig, run_id: str, dataset_version: int | None, 
         # quarantine rows of earlier loads of this run are replaced as a whole (inside the load's
         # transaction, so a failed load leaves the earlier rows in place)
         return warehouse.load(con, {
-            "items": items, "thoughts": thoughts, "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
+            "items": items, "metrics": metrics, "runs": run_ok, "quarantine": all_quarantine,
         }, before=[("DELETE FROM quarantine WHERE run_id = ?", [run_id]),
                    ("DELETE FROM predictions WHERE run_id = ?", [run_id])],
-            parts={"predictions": predictions.good_chunks()})
+            parts={"predictions": predictions.good_chunks()}, keyed_parts={"thoughts": thoughts.good_slices()})
     except warehouse.WarehouseWriteError as err:
         raise RunNotLoadedError(run_id, err) from err
     finally:

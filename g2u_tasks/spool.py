@@ -53,19 +53,31 @@ class ImageSpool:
 
 class RowSpool:
     """Thought rows of one materialisation in a Parquet file in `folder` (a temporary one), not in
-    memory, until the one commit reads them back batch by batch."""
+    memory, until the one commit reads them back batch by batch. Rows reach the file ROW_GROUP_ROWS
+    at a time: a row group per generated batch would make the file's metadata grow with the run."""
+
+    ROW_GROUP_ROWS = 4096
 
     def __init__(self, folder: str):
         self.path = os.path.join(folder, "thoughts.parquet")
         self._writer: pq.ParquetWriter | None = None
+        self._held: list[pa.Table] = []
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
+            self._held.append(table.select(THOUGHTS_SCHEMA.names).cast(THOUGHTS_SCHEMA))
+            if sum(t.num_rows for t in self._held) >= self.ROW_GROUP_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._held:
             self._writer = self._writer or pq.ParquetWriter(self.path, THOUGHTS_SCHEMA)
-            self._writer.write_table(table.select(THOUGHTS_SCHEMA.names).cast(THOUGHTS_SCHEMA))
+            self._writer.write_table(pa.concat_tables(self._held), row_group_size=self.ROW_GROUP_ROWS)
+            self._held = []
 
     def rows(self) -> pq.ParquetFile | None:
         """Every row written (None when there is none); no more can be written."""
+        self._flush()
         if self._writer is None:
             return None
         self._writer.close()

@@ -18,12 +18,14 @@ import base64
 import dataclasses
 import os
 import posixpath
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import fsspec
 
 from g2u_tasks.benchmarks.hooks import as_list
-from g2u_tasks.benchmarks.loaders import URI_SCHEME, ImageProblem, ImageSource, image_policy, load_benchmark
+from g2u_tasks.benchmarks.loaders import (
+    URI_SCHEME, ImageProblem, ImageSource, TsvCell, image_policy, iter_benchmark,
+)
 from g2u_tasks.benchmarks.loaders import cell_text
 from g2u_tasks.benchmarks.table import BenchmarkSpec, resolve
 from g2u_tasks.config import ImagesConfig
@@ -34,7 +36,12 @@ _MMBENCH = ("MMBench_DEV_EN", "MMBench_TEST_EN", "MMBench_DEV_CN", "MMBench_TEST
             "MMBench_CN", "MMBench_V11", "MMBench_CN_V11")
 
 
-def load_benchmark_spec(
+def load_benchmark_spec(name: str, source: str, **options: Any) -> list[Item]:
+    """Every item of `iter_benchmark_spec(name, source, **options)`, as a list."""
+    return list(iter_benchmark_spec(name, source, **options))
+
+
+def iter_benchmark_spec(
     name: str,
     source: str,
     *,
@@ -44,15 +51,15 @@ def load_benchmark_spec(
     images_root: str | None = None,
     benchmark: str | None = None,
     **load_options: Any,
-) -> list[Item]:
-    """Items of benchmark `name` (a spec name or alias) from `source`.
+) -> Iterator[Item]:
+    """Items of benchmark `name` (a spec name or alias) from `source`, made as they are iterated to.
 
     format: one of the spec's formats; default from the file suffix (.parquet/.jsonl -> hf-parquet,
     .tsv -> custom-tsv for specs that read it, else vlmevalkit-tsv). images_root: where relative image
     paths live (custom TSV, QSpatial_scannet); relative to the benchmark file's folder, and an allowed
     image root besides `images.roots` (default `<folder>/images`, inside the folder). benchmark: the name stamped on items (default: the
     table's spelling of `name`, e.g. "Spatial457_L5"). load_options: passed to the generic loader
-    (`load_benchmark`, e.g. `images`, the image-reference policy)."""
+    (`iter_benchmark`, e.g. `images`, the image-reference policy)."""
     spec, spelled = resolve(name)
     fmt = format or detect_format(spec, source)
     if fmt not in spec.formats:
@@ -66,9 +73,9 @@ def load_benchmark_spec(
     if images_root is not None:  # an explicit root is an allowed one
         policy = policy.model_copy(update={"roots": [*policy.roots, root]})
     ctx = _Context(spec, fmt, label, root, options, limit, fs, folder, policy)
-    items = load_benchmark(label, source, question_type=spec.question_type, limit=limit,
+    items = iter_benchmark(label, source, question_type=spec.question_type, limit=limit,
                            storage_options=storage_options, prepare_rows=ctx.prepare, images=policy, **load_options)
-    return [ctx.finish(item) for item in items]
+    return map(ctx.finish, items)
 
 
 def images_root_of(fs: Any, folder: str, images_root: str | None, storage_options: dict) -> str:
@@ -156,8 +163,8 @@ def _custom_images(rows: list[dict], ctx: _Context) -> list[dict]:
             if listed:
                 row["image_path"] = listed[0]
                 candidates = [listed[0]]  # only the first image is sent
-            elif cell_text(row.get("image")) is not None:
-                continue  # base64 image cell (VisThink style)
+            elif isinstance(row.get("image"), TsvCell) or cell_text(row.get("image")) is not None:
+                continue  # base64 image cell (VisThink style), read when its item is made
             else:
                 folder = img_root_map(cell_text(row.get("ori_Bench")) or ctx.label)
                 candidates = [f"{folder}/{index}.jpg", f"{folder}/{index}.png"]

@@ -18,6 +18,8 @@ import base64
 import binascii
 import csv
 import dataclasses
+import functools
+import heapq
 import io
 import json
 import math
@@ -26,7 +28,7 @@ import posixpath
 import re
 import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import fsspec
 import polars as pl
@@ -76,7 +78,12 @@ def image_policy(images: ImagesConfig | Mapping[str, Any] | None) -> ImagesConfi
 # ---------------------------------------------------------------- entry point
 
 
-def load_benchmark(
+def load_benchmark(name: str, source: str, **options: Any) -> list[Item]:
+    """Every item of `iter_benchmark(name, source, **options)`, as a list."""
+    return list(iter_benchmark(name, source, **options))
+
+
+def iter_benchmark(
     name: str,
     source: str,
     *,
@@ -85,12 +92,14 @@ def load_benchmark(
     storage_options: dict | None = None,
     prepare_rows: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
     images: ImagesConfig | Mapping[str, Any] | None = None,
-) -> list[Item]:
-    """Items of benchmark `name` read from `source` (fsspec URI or local path; .tsv, .parquet, .jsonl).
+) -> Iterator[Item]:
+    """Items of benchmark `name` read from `source` (fsspec URI or local path; .tsv, .parquet, .jsonl),
+    in file order, each made (and its images read) only when iterated to.
 
     `prepare_rows`, if given, rewrites the raw rows (all of them, before `limit` for TSV) before items
     are made: renames, value conversions, derived columns (g2u_tasks/adapters.py); it keeps their
-    order. `images`: the image policy (RunConfig.images); None is the safe default."""
+    order. A TSV's image cells stay in the file until their item is made (`TsvCell`), so a hook sees
+    them as such. `images`: the image policy (RunConfig.images); None is the safe default."""
     if question_type is not None and question_type not in QUESTION_TYPES:
         raise ValueError(f"benchmark {name!r}: question_type must be one of {QUESTION_TYPES}, got {question_type!r}")
     if limit is not None and limit < 0:
@@ -103,64 +112,76 @@ def load_benchmark(
     suffix = path.lower().rsplit(".", 1)[-1]
     if suffix not in ("tsv", "parquet", "jsonl"):
         raise ValueError(f"benchmark {name!r}: unsupported format {source!r} (expected .tsv, .parquet or .jsonl)")
+    return _items(name, source, fs, path, suffix, question_type, limit, options, prepare_rows, policy)
 
+
+def _items(name: str, source: str, fs: Any, path: str, suffix: str, question_type: str | None,
+           limit: int | None, options: dict, prepare_rows: Callable | None, policy: ImagesConfig) -> Iterator[Item]:
+    """The items of one open benchmark file; the file stays open while they are made (TSV image
+    cells are read back from it)."""
     try:
-        with fs.open(path, "rb") as f:
-            if suffix == "tsv":
-                table = _read_tsv(f)
-            elif suffix == "parquet":
-                table = _read_parquet(f, limit)
-            else:
-                table = _read_jsonl(f, limit)
+        f = fs.open(path, "rb")
+        if suffix == "tsv":
+            table = _read_tsv(f)
+        elif suffix == "parquet":
+            table = _read_parquet(f, limit)
+        else:
+            table = _read_jsonl(f, limit)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"benchmark {name!r}: source file not found: {source}") from exc
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"benchmark {name!r}: cannot read {source}: {exc}") from exc
-    columns, rows, numbers = table.columns, table.rows, table.numbers
-    if prepare_rows is not None:
-        rows = prepare_rows(rows)
-        if len(rows) != len(numbers):  # a hook that drops or adds rows: number what is left
-            numbers = list(range(1, len(rows) + 1))
-        if rows:  # columns follow the rewritten rows: originals still present, then new ones
-            present = dict.fromkeys(k for row in rows for k in row)
-            columns = [c for c in columns if c in present] + [k for k in present if k not in columns]
-    if "question" not in columns:
-        raise ValueError(f"benchmark {name!r}: {source} has no 'question' column; columns: {columns}")
-
-    images_source = None if suffix == "tsv" else ImageSource(fs, posixpath.dirname(path), options, policy)
-    # TSV image pointers may lead to any row, also one past the limit
-    images_of = _tsv_image_reader(rows, policy) if images_source is None else _value_image_reader(images_source)
-    broken = table.broken
-    if limit is not None:  # the first `limit` rows of the file, broken ones included
-        kept = set(sorted([*numbers, *(b.number for b in broken)])[:limit])
-        pairs = [(n, r) for n, r in zip(numbers, rows) if n in kept]
-        numbers, rows = [n for n, _ in pairs], [r for _, r in pairs]
-        broken = [b for b in broken if b.number in kept]
+    images_source = None
     try:
+        columns, rows, numbers = table.columns, table.rows, table.numbers
+        if prepare_rows is not None:
+            rows = prepare_rows(rows)
+            if len(rows) != len(numbers):  # a hook that drops or adds rows: number what is left
+                numbers = list(range(1, len(rows) + 1))
+            if rows:  # columns follow the rewritten rows: originals still present, then new ones
+                present = dict.fromkeys(k for row in rows for k in row)
+                columns = [c for c in columns if c in present] + [k for k in present if k not in columns]
+        if "question" not in columns:
+            raise ValueError(f"benchmark {name!r}: {source} has no 'question' column; columns: {columns}")
+
+        if suffix == "tsv":  # TSV image pointers may lead to any row, also one past the limit
+            images_of = _tsv_image_reader(rows, policy, functools.partial(_tsv_cell, f))
+        else:
+            images_source = ImageSource(fs, posixpath.dirname(path), options, policy)
+            images_of = _value_image_reader(images_source)
+        broken = table.broken
+        if limit is not None:  # the first `limit` rows of the file, broken ones included
+            kept = set(sorted([*numbers, *(b.number for b in broken)])[:limit])
+            pairs = [(n, r) for n, r in zip(numbers, rows) if n in kept]
+            numbers, rows = [n for n, _ in pairs], [r for _, r in pairs]
+            broken = [b for b in broken if b.number in kept]
         letter_columns = sorted(c for c in columns if _LETTER.match(c))
         id_column = next((c for c in ID_COLUMNS if c in columns), None)
-        made: list[tuple[int, Item]] = []
         first_row: dict[str, int] = {}
-        for number, row in zip(numbers, rows):
-            errors = [e for e in [cell_text(row.get("load_error"))] if e]  # from the adapter's row hooks
-            item_id, id_error = _item_id(row, id_column, number)
-            if id_error:
-                errors.append(id_error)
-            found, problems, notes = images_of(row)
-            item = _make_item(name, item_id, row, columns, letter_columns, id_column, found, problems,
-                              question_type, errors, notes)
-            if item_id in first_row:
-                errors.append(f"duplicate item_id {item_id!r} (first at row {first_row[item_id]})")
-            first_row.setdefault(item_id, number)
-            if errors:
-                item.extra["load_error"] = f"row {number}: " + "; ".join(errors)
-            made.append((number, item))
+
+        def made() -> Iterator[tuple[int, Item]]:
+            for number, row in zip(numbers, rows):
+                errors = [e for e in [cell_text(row.get("load_error"))] if e]  # from the adapter's row hooks
+                item_id, id_error = _item_id(row, id_column, number)
+                if id_error:
+                    errors.append(id_error)
+                found, problems, notes = images_of(row)
+                item = _make_item(name, item_id, row, columns, letter_columns, id_column, found, problems,
+                                  question_type, errors, notes)
+                if item_id in first_row:
+                    errors.append(f"duplicate item_id {item_id!r} (first at row {first_row[item_id]})")
+                first_row.setdefault(item_id, number)
+                if errors:
+                    item.extra["load_error"] = f"row {number}: " + "; ".join(errors)
+                yield number, item
+
+        unparsed = ((b.number, _broken_item(name, b, question_type)) for b in broken)
+        for _, item in heapq.merge(made(), unparsed, key=lambda pair: pair[0]):
+            yield item
     finally:
         if images_source is not None:
             images_source.close()
-    made += [(b.number, _broken_item(name, b, question_type)) for b in broken]
-    made.sort(key=lambda pair: pair[0])
-    return [item for _, item in made]
+        f.close()
 
 
 def _item_id(row: dict[str, Any], id_column: str | None, number: int) -> tuple[str, str | None]:
@@ -198,60 +219,107 @@ def short_text(value: Any) -> str:
 _TSV = dict(delimiter="\t", quotechar='"', doublequote=True, strict=True)  # pandas to_csv(sep="\t")
 
 
+@dataclasses.dataclass(frozen=True)
+class TsvCell:
+    """An image cell left in the TSV file until its item is made: cell `column` of the record that
+    starts at byte `offset` (`_tsv_cell` reads it back)."""
+
+    offset: int
+    column: int
+
+
+class _Lines:
+    """A binary file's lines as text from byte `offset` on; `offset`/`line`: where the next line
+    starts and its index; `first`: (where the line after it starts, text) of the first line read
+    since `mark()`."""
+
+    def __init__(self, f: Any, offset: int = 0, line: int = 0):
+        self.f, self.offset, self.line = f, offset, line
+        self.first: tuple[int, str] | None = None
+        f.seek(offset)
+
+    def mark(self) -> None:
+        self.first = None
+
+    def restart(self, offset: int, line: int) -> None:
+        self.f.seek(offset)
+        self.offset, self.line = offset, line
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        raw = self.f.readline()
+        if not raw:
+            raise StopIteration
+        text = raw.decode("utf-8", errors="replace")
+        if self.offset == 0 and text.startswith("\ufeff"):
+            text = text[1:]
+        if self.first is None:
+            self.first = (self.offset + len(raw), text)
+        self.offset += len(raw)
+        self.line += 1
+        return text
+
+
 def _read_tsv(f: Any) -> _Rows:
     """Cells as strings (None when empty), pandas `to_csv(sep='\\t')` quoting, record by record: a
     row whose quoting is broken or whose cell count differs from the header's is one broken row,
-    and parsing resumes on the next line, so the rows after it still load."""
-    # line by line from the file: neither its bytes nor its whole text are held beside the lines
-    lines = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="").readlines()
-    if lines and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
+    and parsing resumes on the next line, so the rows after it still load. Read as a stream: image
+    cells longer than a pointer are kept as `TsvCell`s (their place in the file), not as text."""
     # base64 image cells are far longer than csv's default 128 KB cell limit
-    size = sum(map(len, lines))
+    size = f.seek(0, io.SEEK_END)
     csv.field_size_limit(max(csv.field_size_limit(), min(size + 1, 2**31 - 1, sys.maxsize)))
-    records = _tsv_records(lines)
+    records = _tsv_records(_Lines(f))
     header = next(records, None)
     if header is None:
         raise ValueError("empty TSV file")
-    _, header_cells, header_error = header
+    _, _, header_cells, header_error, _ = header
     if header_error or not header_cells:
         raise ValueError(f"the header line cannot be parsed ({header_error or 'empty'})")
     width = len(header_cells)
+    deferred = {i for i, c in enumerate(header_cells) if c in IMAGE_COLUMNS}
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
     broken: list[_Broken] = []
-    for number, (line, cells, error) in enumerate(records, start=1):
-        where = f"line {line + 1}"
+    for number, (line, offset, cells, error, excerpt) in enumerate(records, start=1):
         if error is None and len(cells) != width:
             error = f"{len(cells)} cells, the header has {width}"
         elif error is None and _swallowed_rows(cells, width):
             error = "a quoted cell runs over several lines that look like rows (unbalanced quote)"
         if error is not None:
-            broken.append(_Broken(number, f"malformed TSV row at {where}: {error}", lines[line][:_SHOWN]))
+            broken.append(_Broken(number, f"malformed TSV row at line {line + 1}: {error}", excerpt))
             continue
-        rows.append({c: (v if v != "" else None) for c, v in zip(header_cells, cells)})
+        rows.append({c: (TsvCell(offset, i) if i in deferred and len(v.strip()) > POINTER_MAX_CHARS
+                         else v if v != "" else None) for i, (c, v) in enumerate(zip(header_cells, cells))})
         numbers.append(number)
     return _Rows(header_cells, rows, numbers, broken)
 
 
-def _tsv_records(lines: list[str]):
-    """(first line index, cells, None) per record, or (line index, None, reason) for a line where
-    no well-formed record starts; parsing then resumes at the next line."""
-    i, n = 0, len(lines)
-    while i < n:
-        if not lines[i].strip("\r\n"):
-            i += 1
-            continue
-        reader = csv.reader((lines[j] for j in range(i, n)), **_TSV)
+def _tsv_records(lines: _Lines) -> Iterator[tuple[int, int, list[str] | None, str | None, str]]:
+    """(first line index, its byte offset, cells, None, excerpt) per record, or (line index, offset,
+    None, reason, excerpt) for a line where no well-formed record starts; parsing then resumes at
+    the next line. Blank lines are skipped."""
+    while True:
+        line, offset = lines.line, lines.offset
+        lines.mark()
         try:
-            cells = next(reader)
+            cells = next(csv.reader(lines, **_TSV))
+        except StopIteration:
+            return
         except csv.Error as exc:
+            next_offset, text = lines.first
             detail = "the quoted cell never closes" if "end of data" in str(exc) else str(exc)
-            yield i, None, f"unbalanced quote ({detail})"
-            i += 1
+            lines.restart(next_offset, line + 1)
+            yield line, offset, None, f"unbalanced quote ({detail})", text[:_SHOWN]
             continue
-        yield i, cells, None
-        i += max(reader.line_num, 1)
+        if cells:
+            yield line, offset, cells, None, lines.first[1][:_SHOWN]
+
+
+def _tsv_cell(f: Any, cell: TsvCell) -> str:
+    """The text of a cell left in the file."""
+    return next(csv.reader(_Lines(f, cell.offset), **_TSV))[cell.column]
 
 
 def _swallowed_rows(cells: list[str], width: int) -> bool:
@@ -382,34 +450,40 @@ def _options(row: dict[str, Any], letter_columns: list[str]) -> tuple[dict[str, 
 _Images = tuple[list[bytes], list[str], list[str]]  # images read, problems, notes (e.g. downscaled)
 
 
-def _tsv_image_reader(rows: list[dict[str, Any]], policy: ImagesConfig) -> Callable[[dict[str, Any]], _Images]:
-    """VLMEvalKit `image` cells: base64, a list string of base64, or (≤ 64 chars) another row's index."""
-    by_index: dict[str, str] = {}
+def _tsv_image_reader(rows: list[dict[str, Any]], policy: ImagesConfig,
+                      read_cell: Callable[[TsvCell], str]) -> Callable[[dict[str, Any]], _Images]:
+    """VLMEvalKit `image` cells: base64, a list string of base64, or (≤ 64 chars) another row's index.
+    Long cells are `TsvCell`s, read back with `read_cell` when their item is made."""
+    by_index: dict[str, Any] = {}
     for row in rows:
-        index, cell = cell_text(row.get("index")), cell_text(row.get("image"))
-        if index is not None and cell is not None:
+        index, cell = cell_text(row.get("index")), row.get("image")
+        if index is not None and (isinstance(cell, TsvCell) or cell_text(cell) is not None):
             by_index.setdefault(index.strip(), cell)
-    decoded: dict[str, _Images] = {}
+
+    @functools.lru_cache(maxsize=64)  # rows pointing at one image are usually near each other
+    def decode(cell: TsvCell | str) -> _Images:
+        text = (read_cell(cell) if isinstance(cell, TsvCell) else cell).strip()
+        parts = parse_list_cell(text) if text.startswith("[") else [text]
+        if parts is None:
+            return [], ["image 0: cannot parse image list cell"], []
+        return _read_all(parts, _base64_bytes, policy)
 
     def read(row: dict[str, Any]) -> _Images:
-        cell = cell_text(row.get("image"))
+        cell = row.get("image")
+        if isinstance(cell, TsvCell):
+            return decode(cell)
+        cell = cell_text(cell)
         if cell is None:
             return [], ["image 0: no image in row"], []
         cell = cell.strip()
-        if len(cell) <= POINTER_MAX_CHARS:
-            target = by_index.get(cell)
-            if target is None:
-                return [], [f"image 0: dangling image pointer {cell!r} (no row has that index)"], []
-            if len(target.strip()) <= POINTER_MAX_CHARS:
-                return [], [f"image 0: image pointer {cell!r} leads to another pointer"], []
-            cell = target.strip()
-        if cell not in decoded:
-            parts = parse_list_cell(cell) if cell.startswith("[") else [cell]
-            if parts is None:
-                decoded[cell] = [], ["image 0: cannot parse image list cell"], []
-            else:
-                decoded[cell] = _read_all(parts, _base64_bytes, policy)
-        return decoded[cell]
+        if len(cell) > POINTER_MAX_CHARS:
+            return decode(cell)
+        target = by_index.get(cell)
+        if target is None:
+            return [], [f"image 0: dangling image pointer {cell!r} (no row has that index)"], []
+        if not isinstance(target, TsvCell) and len(target.strip()) <= POINTER_MAX_CHARS:
+            return [], [f"image 0: image pointer {cell!r} leads to another pointer"], []
+        return decode(target)
 
     return read
 

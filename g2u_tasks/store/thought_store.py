@@ -8,8 +8,11 @@ Layout under the root (any fsspec URI: file://, bare local path, s3://):
   runs/<run_id>/<name>/part-<index>.parquet   a table written batch by batch (predictions)
 
 S3 endpoint, region and credentials come from the environment or a named profile (docs/STORE.md);
-resolved credentials reach deltalake in memory only. Commits MERGE on thought_id, so concurrent
-writers never duplicate an ok row, and retry conflicts with backoff.
+resolved credentials reach deltalake in memory only. A commit writes its rows as Parquet parts and
+adds them in one transaction (store/delta_parts.py: memory bounded by a batch, not by the rows);
+rows whose thought_id is already ok at the version it builds on are dropped, and a commit that lost
+the race for the next version is retried against the new one, so concurrent writers never
+duplicate an ok row.
 
 The manifest is read with polars.read_delta only: with deltalake 1.6.6 + pyarrow 26,
 DeltaTable.to_pyarrow_table()/to_pandas() can abort the process at exit.
@@ -42,10 +45,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from g2u_tasks.records import THOUGHTS_SCHEMA, sha256_hex
+from g2u_tasks.store import delta_parts
 
 BLOBS_DIR = "thoughts/blobs"
 MANIFEST_DIR = "thoughts/manifest"
@@ -58,8 +62,7 @@ TEMP_GRACE_S = 3600.0  # a temp file younger than this may belong to a live writ
 STATUSES = ("ok", "failed")
 COMMIT_ATTEMPTS = 8  # bounded retry of conflicting commits
 COMMIT_BACKOFF_S = 0.05  # first backoff; doubles per attempt, with jitter
-# MERGE condition: a source row is inserted only while its key has no ok row yet
-_MERGE_PREDICATE = "t.thought_id = s.thought_id AND t.status = 'ok'"
+SLICE_ROWS = 16384  # manifest rows a sliced read holds at once
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -368,6 +371,24 @@ class ThoughtStore:
         )
         return _with_current_schema(df, names)
 
+    def manifest_slices(self, version: int | None = None, where: pl.Expr | None = None,
+                        slice_rows: int | None = None) -> Iterator[pl.DataFrame]:
+        """The manifest rows at a version (latest when None) that match `where`, about `slice_rows`
+        (default SLICE_ROWS) at a time, read straight from the table's files: never all at once. Rows are dealt to
+        slices by a hash of thought_id, so all rows of one thought_id are in one slice."""
+        dt = self._delta_table(version)
+        if dt is None:
+            return
+        stored = set(dt.schema().to_arrow().names)
+        wanted = pl.scan_delta(self.manifest_uri, version=dt.version(), storage_options=self.delta_storage_options,
+                               credential_provider=None).select([n for n in THOUGHTS_SCHEMA.names if n in stored])
+        if where is not None:
+            wanted = wanted.filter(where)
+        count = max(1, -(-wanted.select(pl.len()).collect(engine="streaming").item() // (slice_rows or SLICE_ROWS)))
+        for k in range(count):
+            part = wanted.filter(pl.col("thought_id").hash() % count == k) if count > 1 else wanted
+            yield _with_current_schema(part.collect(engine="streaming"))
+
     def existing_ok(self, thought_ids: Iterable[str], version: int | None = None) -> pl.DataFrame:
         """The requested thought_ids that have an "ok" manifest row (columns thought_id, status)."""
         ids = list(set(thought_ids))
@@ -389,8 +410,8 @@ class ThoughtStore:
         Rows whose thought_id already has an "ok" row are dropped; within the batch one row
         per thought_id is kept (its first ok row, else its first row). Failed keys may retry.
         Safe with concurrent writers: the first commit creates the table (exactly one creator
-        wins), later ones MERGE on thought_id; a lost race is retried with backoff against the
-        new version, so each key keeps at most one ok row."""
+        wins), later ones append; a lost race (another writer took the next version) is retried
+        with backoff against the new version, so each key keeps at most one ok row."""
         names = rows.schema_arrow.names if isinstance(rows, pq.ParquetFile) else rows.column_names
         missing = [n for n in THOUGHTS_SCHEMA.names if n not in names]
         if missing:
@@ -426,15 +447,19 @@ class ThoughtStore:
         for key, value in (metadata or {}).items():
             key = key if key.startswith("g2u.") else f"g2u.{key}"  # never shadow delta's own keys
             custom[key] = str(value)
-        if dt is None:
-            # mode="error" + no internal retry: of racing creators exactly one writes version 0
-            write_deltalake(
-                self.manifest_uri, _kept_rows(rows, keep), mode="error", storage_options=self.delta_storage_options,
-                commit_properties=CommitProperties(custom_metadata=custom, max_commit_retries=0),
-            )
-            return 0
-        inserted = merge_insert_missing(dt, _kept_rows(rows, keep), CommitProperties(custom_metadata=custom))
-        return dt.version() if inserted else None
+        if dt is not None and delta_parts.lacks_columns(dt, THOUGHTS_SCHEMA):
+            return delta_parts.append_evolving(dt, _kept_rows(rows, keep), custom)
+        # the rows go to Parquet parts first, then one transaction adds them (delta_parts); a lost
+        # race fails that transaction, and commit() retries against the new version
+        folder = self._fs_path(MANIFEST_DIR)
+        self.fs.makedirs(folder, exist_ok=True)
+        actions = delta_parts.write_parts(self.fs, folder, THOUGHTS_SCHEMA, _kept_rows(rows, keep))
+        try:
+            return delta_parts.commit_parts(self.manifest_uri, dt, THOUGHTS_SCHEMA, actions,
+                                            self.delta_storage_options, custom)
+        except BaseException:
+            delta_parts.remove_parts(self.fs, folder, [a.path for a in actions])
+            raise
 
     def history(self, version: int | None = None) -> list[dict[str, Any]]:
         """Dataset versions up to `version` (latest when None), oldest first: version, timestamp,
@@ -455,7 +480,8 @@ class ThoughtStore:
                     "version": v,
                     "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
                     "operation": h.get("operation"),
-                    "rows": metrics.get("num_added_rows", metrics.get("num_target_rows_inserted")),
+                    "rows": metrics.get("num_added_rows", metrics.get("num_target_rows_inserted",
+                                                                      _int(h.get("g2u.rows")))),
                     "metadata": {k: v for k, v in h.items() if k not in _HISTORY_KEYS},
                 }
             )
@@ -625,14 +651,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue().to_pybytes()
 
 
-def merge_insert_missing(dt: DeltaTable, rows: pa.Table | pa.RecordBatchReader, props: CommitProperties) -> int:
-    """MERGE: insert rows whose key has no ok row in the table; returns rows inserted."""
-    # merge_schema: a table written before newer THOUGHTS_SCHEMA columns existed gains them (older rows: null)
-    merger = dt.merge(rows, _MERGE_PREDICATE, source_alias="s", target_alias="t", merge_schema=True,
-                      commit_properties=props)
-    return int(merger.when_not_matched_insert_all().execute().get("num_target_rows_inserted", 0))
-
-
 def _kept_rows(rows: pa.Table | pq.ParquetFile, keep: np.ndarray) -> pa.RecordBatchReader:
     """The rows `keep` marks, in THOUGHTS_SCHEMA, as a stream of batches (a fresh one per call)."""
     def batches() -> Iterator[pa.RecordBatch]:
@@ -729,9 +747,15 @@ def _commit_problem(data: bytes) -> str | None:
     if info is None:
         return "it has no commitInfo line"
     metrics = info.get("operationMetrics") or {}
-    expected = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted"))
+    expected = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted", _int(info.get("g2u.rows"))))
     if counted and isinstance(expected, int) and added < expected:
         return f"its data files hold {added} row(s) but its commitInfo records {expected} added (lines lost?)"
+    return None
+
+
+def _int(value: Any) -> int | None:
+    with suppress(TypeError, ValueError):
+        return int(value)
     return None
 
 

@@ -169,39 +169,42 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, arrow: pa.Table) -> None:
 
 def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFrame],
          before: list[tuple[str, list]] = (),
-         parts: dict[str, Iterable[pa.Table | pl.DataFrame]] | None = None) -> dict[str, int]:
+         parts: dict[str, Iterable[pa.Table | pl.DataFrame]] | None = None,
+         keyed_parts: dict[str, Iterable[pa.Table | pl.DataFrame]] | None = None) -> dict[str, int]:
     """Upsert several tables in one transaction (after the `before` statements, in it too); returns
     rows written per table. Each table reaches DuckDB in slices: all its superseded rows are deleted
     first, then the slices are inserted. `parts`: tables appended part by part, never held whole;
     their rows replace nothing (a `before` statement deletes what they supersede), and the runs they
-    belong to must be among those `tables` load. A write that fails (disk full) raises
-    WarehouseWriteError, loading nothing."""
+    belong to must be among those `tables` load. `keyed_parts`: tables upserted part by part, never
+    held whole, each part replacing the rows with its keys; the caller keeps every key within one
+    part. A write that fails (disk full) raises WarehouseWriteError, loading nothing."""
     written = {}
     con.execute("BEGIN TRANSACTION")
     try:
         for sql, params in before:
             con.execute(sql, params)
         # before the rows they compare with are replaced
-        stale = views.affected_runs(con, {name: _arrow(name, data, ("run_id", "thought_id", *views.THOUGHT_COLUMNS))
-                                          for name, data in tables.items()})
+        stale = set(views.affected_runs(con, {name: _narrow(name, data) for name, data in tables.items()}))
         for name, data in tables.items():
-            keys = REPLACE_KEYS[name]
-            cond = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in keys)
-            for arrow in _slices(name, data, keys):
-                con.register("_new", arrow)
-                con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM _new n WHERE {cond})")
-                con.unregister("_new")
+            _delete_superseded(con, name, _slices(name, data, REPLACE_KEYS[name]))
             written[name] = 0
             for arrow in _slices(name, data):
                 _insert(con, name, arrow)
                 written[name] += arrow.num_rows
+        for name, stream in (keyed_parts or {}).items():
+            written[name] = 0
+            for part in stream:
+                stale.update(views.affected_runs(con, {name: _narrow(name, part)}))
+                _delete_superseded(con, name, [_arrow(name, part, REPLACE_KEYS[name])])
+                _insert(con, name, _arrow(name, part))
+                written[name] += len(part)
         for name, stream in (parts or {}).items():
             written[name] = 0
             for part in stream:
                 arrow = _arrow(name, part)
                 _insert(con, name, arrow)
                 written[name] += arrow.num_rows
-        views.refresh_runs(con, stale)  # the per-run derived tables reports read, in the same transaction
+        views.refresh_runs(con, sorted(stale))  # the per-run derived tables reports read, in the same transaction
         con.execute("COMMIT")
     except Exception as err:
         try:
@@ -212,6 +215,20 @@ def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFra
             raise WarehouseWriteError(f"warehouse load not written, nothing was loaded: {_cause(err)}") from err
         raise
     return written
+
+
+def _narrow(name: str, data: pa.Table | pl.DataFrame) -> pa.Table:
+    """The columns views.affected_runs compares."""
+    return _arrow(name, data, ("run_id", "thought_id", *views.THOUGHT_COLUMNS))
+
+
+def _delete_superseded(con: duckdb.DuckDBPyConnection, name: str, key_slices: Iterable[pa.Table]) -> None:
+    """Delete the rows of `name` whose keys (REPLACE_KEYS) these slices hold."""
+    cond = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in REPLACE_KEYS[name])
+    for arrow in key_slices:
+        con.register("_new", arrow)
+        con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM _new n WHERE {cond})")
+        con.unregister("_new")
 
 
 def default_path() -> str:

@@ -118,6 +118,37 @@ def test_tsv_unbalanced_quote_closed_by_a_later_quote_and_ragged_rows(tmp_path):
     assert items["5"].question == 'Has "quotes"' and "load_error" not in items["5"].extra
 
 
+def test_tsv_is_read_as_a_stream_with_images_read_back_by_position(tmp_path):
+    """Rows keep their image cells' places in the file, not their text; each item gets its own
+    image (or its pointer's) read back by seek, around broken rows, with CRLF lines and a BOM."""
+    from g2u_tasks.benchmarks.loaders import TsvCell, _read_tsv
+
+    colours = [png((30 * i, 0, 0)) for i in range(8)]
+    rows = good_tsv_rows(8)
+    for i, row in enumerate(rows):
+        row["image"] = b64(colours[i])
+    rows[6]["image"], rows[7]["image"] = "2", "5"  # pointers: to a good row, to a broken one
+    lines = tsv_text(rows).split("\n")
+    lines[4] = lines[4].replace("Question 3?", '"Question 3')  # row 4 (line 5): quote never closed
+    lines[6] = lines[6] + "\textra"  # row 6 (line 7): one cell too many
+    path = tmp_path / "t.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+
+    with open(path, "rb") as f:
+        table = _read_tsv(f)
+    assert table.columns[0] == "index" and table.numbers == [1, 2, 3, 5, 7, 8]
+    assert all(isinstance(r["image"], TsvCell) for r in table.rows[:4]) and table.rows[4]["image"] == "2"
+
+    items = by_id(load_benchmark("T", str(path)))
+    assert list(items) == ["0", "1", "2", "row-4", "4", "row-6", "6", "7"]
+    for i in (0, 1, 2, 4):
+        assert items[str(i)].images == (colours[i],) and "load_error" not in items[str(i)].extra
+    assert items["6"].images == (colours[2],)  # the pointer's row, read back from its place
+    assert load_error(items["row-4"]).startswith("row 4: malformed TSV row at line 5: unbalanced quote (")
+    assert load_error(items["row-6"]) == "row 6: malformed TSV row at line 7: 10 cells, the header has 9"
+    assert items["7"].image_error == "image 0: dangling image pointer '5' (no row has that index)"
+
+
 def test_tsv_answer_outside_options_empty_question_blank_index(tmp_path):
     rows = good_tsv_rows(6)
     rows[1]["answer"] = "E"

@@ -57,7 +57,7 @@ def paused(point, fn):
 
 
 register_generator("counting", params=frozenset())(CountingGenerator)
-store_mod.write_deltalake = paused("commit", store_mod.write_deltalake)
+store_mod.delta_parts.commit_parts = paused("commit", store_mod.delta_parts.commit_parts)
 views.refresh_runs = paused("load", views.refresh_runs)
 cfg = RunConfig.model_validate_json(open(sys.argv[1]).read())
 m = materialise_thoughts(cfg)

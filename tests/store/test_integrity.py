@@ -270,7 +270,7 @@ def test_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.undo()
     _commit(st, "a")
-    monkeypatch.setattr(store_mod, "merge_insert_missing", lambda *a: _raise_delta_full())
+    monkeypatch.setattr(store_mod.delta_parts, "commit_parts", lambda *a: _raise_delta_full())
     with pytest.raises(StoreFullError, match=r"while writing .*thoughts/manifest"):
         _commit(st, "b")
     monkeypatch.undo()

@@ -57,8 +57,7 @@ def at_commit_barrier(fn):
 
 
 register_generator("counting")(CountingGenerator)
-store_mod.write_deltalake = at_commit_barrier(store_mod.write_deltalake)
-store_mod.merge_insert_missing = at_commit_barrier(store_mod.merge_insert_missing)
+store_mod.delta_parts.commit_parts = at_commit_barrier(store_mod.delta_parts.commit_parts)
 cfg = RunConfig.model_validate_json(sys.argv[1])
 items = [it for b in cfg.benchmarks for it in load_benchmark(b.name, b.source, limit=b.limit)]
 planned = plan_thoughts(items, load_families(cfg.families), cfg)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 import g2u_tasks.store.thought_store as store_mod
+from g2u_tasks.store import delta_parts
 from g2u_tasks.records import THOUGHTS_SCHEMA
 from g2u_tasks.store.thought_store import ThoughtStore
 from tests.moto_s3 import moto_s3
@@ -119,23 +120,43 @@ def _breaking(data: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(data.schema, batches())
 
 
+def _data_files(root) -> list[str]:
+    return sorted(p.name for p in (root / "thoughts/manifest").glob("*.parquet"))
+
+
 def test_failed_commit_leaves_no_visible_rows(tmp_path, monkeypatch):
     st = ThoughtStore(str(tmp_path))
-    real_write, real_merge = store_mod.write_deltalake, store_mod.merge_insert_missing
-    # the creating commit breaks mid-stream: no table at all
-    monkeypatch.setattr(store_mod, "write_deltalake", lambda uri, data, **kw: real_write(uri, _breaking(data), **kw))
+    real_write = delta_parts.write_parts
+
+    def breaking_write(fs, folder, schema, batches):
+        return real_write(fs, folder, schema, _breaking(batches))
+
+    # the creating commit breaks mid-stream: no table at all, no data file left
+    monkeypatch.setattr(delta_parts, "write_parts", breaking_write)
     with pytest.raises(Exception, match="crash mid-write"):
         st.commit(rows(thought_row("a"), thought_row("z")))
     monkeypatch.undo()
-    assert st.version() is None and st.manifest().height == 0
+    assert st.version() is None and st.manifest().height == 0 and _data_files(tmp_path) == []
     assert st.commit(rows(thought_row("a"))) == 0
-    # a later (MERGE) commit breaks mid-stream: version and rows unchanged
-    monkeypatch.setattr(store_mod, "merge_insert_missing", lambda dt, data, props: real_merge(dt, _breaking(data), props))
+    committed = _data_files(tmp_path)
+    # a later commit breaks mid-stream: version, rows and data files unchanged
+    monkeypatch.setattr(delta_parts, "write_parts", breaking_write)
     with pytest.raises(Exception, match="crash mid-write"):
         st.commit(rows(thought_row("b"), thought_row("c")))
     monkeypatch.undo()
-    assert st.version() == 0
+    assert st.version() == 0 and _data_files(tmp_path) == committed
     assert st.manifest()["thought_id"].to_list() == ["a"]
+
+
+def test_commit_is_one_version_in_bounded_parts(tmp_path, monkeypatch):
+    """Rows reach the table as several Parquet parts, added in one transaction: one version."""
+    monkeypatch.setattr(delta_parts, "PART_ROWS", 4)
+    st = ThoughtStore(str(tmp_path))
+    ids = [f"{i:02d}" for i in range(10)]
+    assert st.commit(rows(*(thought_row(i) for i in ids))) == 0
+    assert len(_data_files(tmp_path)) == 3  # 4 + 4 + 2 rows
+    assert sorted(st.manifest()["thought_id"].to_list()) == ids
+    assert [h["rows"] for h in st.history()] == [10]
 
 
 def test_pinned_version_must_exist(tmp_path):
@@ -145,7 +166,7 @@ def test_pinned_version_must_exist(tmp_path):
     st.commit(rows(thought_row("a")))
     st.commit(rows(thought_row("b")))
     assert st.manifest(0)["thought_id"].to_list() == ["a"]
-    assert [h["rows"] for h in st.history()] == [1, 1]  # WRITE then MERGE metrics
+    assert [h["rows"] for h in st.history()] == [1, 1]
     with pytest.raises(ValueError, match=r"dataset version 2 does not exist .*latest: 1"):
         st.manifest(2)
 
@@ -155,15 +176,15 @@ def test_commit_retries_a_lost_race(tmp_path, monkeypatch):
     st = ThoughtStore(str(tmp_path))
     st.commit(rows(thought_row("a")))
     other = ThoughtStore(str(tmp_path))
-    real_merge, calls = store_mod.merge_insert_missing, []
+    real_commit, calls = delta_parts.commit_parts, []
 
-    def race(dt, data, props):
+    def race(uri, dt, *args):
         calls.append(dt.version())
         if len(calls) == 1:  # another writer commits "b" between our read and our commit
             other.commit(rows(thought_row("b", seed=9)))
-        return real_merge(dt, data, props)
+        return real_commit(uri, dt, *args)
 
-    monkeypatch.setattr(store_mod, "merge_insert_missing", race)
+    monkeypatch.setattr(delta_parts, "commit_parts", race)
     monkeypatch.setattr(store_mod, "COMMIT_BACKOFF_S", 0.001)
     assert st.commit(rows(thought_row("b"), thought_row("c"))) == 2
     assert calls == [0, 0, 1]  # ours on v0, the other writer's on v0, our retry on v1

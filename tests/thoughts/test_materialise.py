@@ -73,10 +73,7 @@ def test_commit_is_atomic_and_reuse_is_by_key(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise RuntimeError("killed before commit")
 
-    import deltalake
-
-    monkeypatch.setattr("g2u_tasks.store.thought_store.write_deltalake", crash, raising=False)
-    monkeypatch.setattr(deltalake, "write_deltalake", crash)
+    monkeypatch.setattr("g2u_tasks.store.delta_parts.commit_parts", crash)
     with pytest.raises(RuntimeError):
         store.commit(rows)
     assert store.version() is None and store.manifest().is_empty()  # nothing visible
