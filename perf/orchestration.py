@@ -17,7 +17,6 @@ seconds are the measure; wall seconds also count the wait for the cores.
 `--profile DIR`: a py-spy flame graph of each size's run process (py-spy must be on PATH)."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import multiprocessing
@@ -36,7 +35,7 @@ sys.path.insert(0, str(REPO / "perf"))
 
 import socketserver  # noqa: E402
 
-from scale_memory import serve_instant, write_benchmark  # noqa: E402
+from scale_memory import serve_instant, sized_runs_parser, write_benchmark  # noqa: E402
 
 # The endpoint answers in one write: without TCP_NODELAY its body waits for the client's delayed ACK
 # of the headers, 40 ms per request on Linux loopback, time a real server (uvicorn sets it) never adds.
@@ -158,18 +157,13 @@ def table(rows: list[dict], gpu_s_per_item: float) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--items", type=int, nargs="+", default=[500, 2000, 8000])
+    ap = sized_runs_parser(__doc__)
     ap.add_argument("--batch-size", type=int, default=16, help="the run config's batch_size (default 16)")
     ap.add_argument("--repo", type=Path, action="append", help="checkout to run (repeatable; default: this one)")
     ap.add_argument("--batches-per-task", type=int, nargs="+", default=[None],
                     help="executor.batches_per_task (default: the config's); several: each size once per value")
     ap.add_argument("--gpu-s-per-item", type=float, default=0.35, help="GPU seconds of one item's sweep")
     ap.add_argument("--profile", type=Path, help="write a py-spy speedscope profile per size here")
-    ap.add_argument("--out", help="also write the rows as JSON here")
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--root", help=argparse.SUPPRESS)
-    ap.add_argument("--base-url", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         sys.path.insert(0, str(args.repo[0].resolve()))  # that checkout's pipeline

@@ -121,14 +121,19 @@ def child(n: int, root: Path, base_url: str, max_in_flight: int | None) -> dict:
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sized_runs_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a script that runs the pipeline once per item count, each run in a child process."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, nargs="+", default=[500, 2000, 8000])
-    ap.add_argument("--max-in-flight", type=int, default=None, help="executor.max_in_flight (default: executor's)")
     ap.add_argument("--out", help="also write the rows as JSON here")
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--root", help=argparse.SUPPRESS)
-    ap.add_argument("--base-url", help=argparse.SUPPRESS)
+    for hidden, kind in (("--child", int), ("--root", str), ("--base-url", str)):  # the parent -> child handover
+        ap.add_argument(hidden, type=kind, help=argparse.SUPPRESS)
+    return ap
+
+
+def main() -> None:
+    ap = sized_runs_parser(__doc__)
+    ap.add_argument("--max-in-flight", type=int, default=None, help="executor.max_in_flight (default: executor's)")
     args = ap.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(args.child, Path(args.root), args.base_url, args.max_in_flight)))
