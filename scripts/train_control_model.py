@@ -345,7 +345,9 @@ gain that exists, nothing about G2U on real models.
 `python scripts/train_control_model.py --out models/control-llava --table-only` (CPU) for this card's table
 (seed 0, {t['samples']} samples, {t['steps']} steps of {t['batch']}, AdamW lr {t['lr']}). Training took
 {t['seconds']:.0f} s on {t['machine']} (torch {t['torch']}). On CPU, drop `--device cuda` (much slower). GPU kernels and
-thread scheduling change the last digits of the weights; the accuracy table is what reproduces.
+thread scheduling change the last digits of the weights; the accuracy table is what reproduces, up to the
+small-detail original row, which is a guess among four (no information by construction: a second run of
+the command on an H200, 2026-12-02, gave 29.2% there and the same numbers everywhere else).
 
 **Accuracy** on the test split (`data/control/`, seeds disjoint from training), answered through the pipeline's
 transformers understander with the baseline prompt; "zoomed" is the reference generator's detail enhancement of
