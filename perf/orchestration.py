@@ -17,9 +17,7 @@ seconds are the measure; wall seconds also count the wait for the cores.
 `--profile DIR`: a py-spy flame graph of each size's run process (py-spy must be on PATH)."""
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -27,19 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "perf"))
 
-import socketserver  # noqa: E402
-
-from scale_memory import serve_instant, sized_runs_parser, write_benchmark  # noqa: E402
-
-# The endpoint answers in one write: without TCP_NODELAY its body waits for the client's delayed ACK
-# of the headers, 40 ms per request on Linux loopback, time a real server (uvicorn sets it) never adds.
-socketserver.StreamRequestHandler.disable_nagle_algorithm = True
+from scale_memory import instant_endpoint, sized_runs_parser, write_benchmark  # noqa: E402
 
 STAGES = ("materialise", "understand", "load")
 
@@ -119,18 +110,6 @@ def child_result(done: subprocess.CompletedProcess, what: str) -> dict:
         if line.startswith("RESULT ") and done.returncode == 0:
             return json.loads(line.removeprefix("RESULT "))
     sys.exit(f"{what} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-
-
-@contextlib.contextmanager
-def instant_endpoint() -> Iterator[str]:
-    """perf/scale_memory.py's instant endpoint in a process of its own; yields its base URL."""
-    ports: multiprocessing.Queue = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve_instant, args=(ports,), daemon=True)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
-    finally:
-        server.terminate()
 
 
 def table(rows: list[dict], gpu_s_per_item: float) -> str:
