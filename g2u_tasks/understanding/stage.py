@@ -39,11 +39,11 @@ def describe_understander(spec: ModelSpec) -> tuple[str, str | None]:
 
 
 def run_notes(cfg: RunConfig, understander_notes: str | None) -> str | None:
-    """The run record's notes: the understander's, and the generator's when the generator is another model
-    that describes itself without a load (BAGEL: its code revision, attention and weights card)."""
-    gen, und = cfg.generator, cfg.understander
-    same_model = (gen.backend, gen.model, gen.revision) == (und.backend, und.model, und.revision)
-    gen_notes = None if same_model else registry.describe("generator", gen)
+    """The run record's notes: the understander's, and the generator's where it describes itself without
+    a load (BAGEL: its code revision, attention and weights card) and says something they do not."""
+    gen_notes = registry.describe("generator", cfg.generator)
+    if gen_notes and gen_notes in (understander_notes or ""):  # one resident model serving both roles
+        gen_notes = None
     return "; ".join(n for n in (understander_notes, gen_notes and f"generator: {gen_notes}") if n) or None
 
 

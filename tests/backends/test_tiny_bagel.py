@@ -24,7 +24,7 @@ from g2u_tasks.store.thought_store import ThoughtStore
 from g2u_tasks.thoughts.families import load_family
 from g2u_tasks.thoughts.stage import materialise_thoughts
 from g2u_tasks.understanding.prompts import build_request
-from g2u_tasks.understanding.stage import run_understanding
+from g2u_tasks.understanding.stage import run_notes, run_understanding
 from tests.backends.tiny_bagel import CODE, build_tiny_bagel
 from tests.loopback_chat import ChatServer
 
@@ -200,3 +200,12 @@ def test_runs_notes_name_bagel_when_it_is_only_the_generator(weights, tmp_path, 
     notes = ThoughtStore(cfg.store).read_run_table(run_id, "run")["notes"][0]
     assert notes.startswith("generator: official code ") and "attention sdpa-varlen" in notes
     assert "weights g2u card: BAGEL (tiny shapes)" in notes
+
+
+def test_runs_notes_name_one_resident_bagel_once(weights, tmp_path):
+    spec = _spec(weights).model_dump()
+    cfg = RunConfig.model_validate({"store": str(tmp_path / "store"), "warehouse": str(tmp_path / "wh.duckdb"),
+                                    "benchmarks": [{"name": "B", "source": "b.tsv"}],
+                                    "generator": spec, "understander": spec})
+    own = get_understander(cfg.understander).notes
+    assert run_notes(cfg, own) == own  # both roles, one model: its notes once
