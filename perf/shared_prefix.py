@@ -36,9 +36,10 @@ _spec.loader.exec_module(ps)
 
 HEAD, NL, TAIL = [1, 3148, 1001, 29901, 29871], [13], [319, 1799, 9047, 13566, 29901]  # <s>USER: / \n / ASSISTANT:
 FAMILIES = 4
-# plain generate; the backend's unshared buckets; shared prefix decoding from a static cache (the
-# backend's path) and, for comparison, from a dynamic one
-PATHS = ("plain", "unshared", "shared", "shared_dynamic")
+# plain generate; the backend's unshared buckets; shared prefix decoding from a static cache, eager
+# and with the decode step replayed as a CUDA graph (the backend's path on a GPU) and, for
+# comparison, with `generate` from a dynamic cache
+PATHS = ("plain", "unshared", "shared", "shared_graphs", "shared_dynamic")
 
 
 def sweep(config, n_items: int, seed: int = 0) -> tuple[list, list[str]]:
@@ -72,7 +73,7 @@ def plain_batch(model, rows, gen_kwargs, device, dtype) -> list[torch.Tensor]:
     return list(out[:, ids.shape[1]:].cpu())
 
 
-STAGES = ("_prefix_forward", "_continue", "_merge")  # prefix_sharing's steps, timed with `generate`
+STAGES = ("_prefix_forward", "_continue", "_merge", "decode_greedy")  # prefix_sharing's steps, and `generate`
 
 
 class WorkCounter:
@@ -147,7 +148,8 @@ def run_path(name, model, rows, batch, gen_kwargs, device, dtype) -> tuple[list,
     for idx in chunks:
         part = [rows[i] for i in idx]
         new = (ps.generate_shared(model, part, 0, model.config.image_token_id, gen_kwargs,
-                                  static_decode=name == "shared") if name.startswith("shared") else None)
+                                  static_decode=name != "shared_dynamic", graphs=name == "shared_graphs")
+               if name.startswith("shared") else None)
         for i, t in zip(idx, new if new is not None else plain_batch(model, part, gen_kwargs, device, dtype)):
             out[i] = t
     backends.sync(device)
@@ -164,8 +166,9 @@ def agreement(a: list, b: list, labels: list[str]) -> dict:
 
 
 def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> dict:
-    """Baseline-only batches: prefill forward alone, generate with 1 and with N new tokens, CPU
-    image preprocessing of `batch` 640x480 photos at the model's size."""
+    """Baseline-only batches: prefill forward alone, generate with 1 and with N new tokens, the
+    backend's static-cache decoding (eager, and replayed as a CUDA graph), CPU image preprocessing of
+    `batch` 640x480 photos at the model's size; token agreement of the backend's paths with generate."""
     from PIL import Image
     from transformers import CLIPImageProcessor
 
@@ -189,6 +192,12 @@ def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> 
         one = timed(lambda: model.generate(input_ids=ids, attention_mask=mask, **pix,
                                            **{**gen_kwargs, "max_new_tokens": 1, "min_new_tokens": 1}))
         full = timed(lambda: model.generate(input_ids=ids, attention_mask=mask, **pix, **gen_kwargs))
+        inputs = {"input_ids": ids, "attention_mask": mask, **pix}
+        static = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=False))
+        graphs = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda"))
+        answers = {"generate": model.generate(**inputs, **gen_kwargs)[:, ids.shape[1]:].cpu(),
+                   "static": ps.generate_static(model, inputs, gen_kwargs, graphs=False),
+                   "graphs": ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda")}
     size = config.vision_config.image_size
     proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     photos = [Image.new("RGB", (640, 480), (i % 255, 80, 160)) for i in range(batch)]
@@ -196,10 +205,22 @@ def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> 
     proc(images=photos, return_tensors="pt")
     prep = time.perf_counter() - t0
     new = gen_kwargs["max_new_tokens"]
+
+    def same(a, b) -> float:
+        return round(sum(torch.equal(x, y) for x, y in zip(a, b)) / len(a), 4)
+
+    # The backend prepares chunk k+1 on a worker thread while chunk k decodes: its end to end per
+    # chunk is the longer of the two (and their sum if nothing overlapped).
     return {"batch": batch, "prefill_s": round(prefill, 4), "generate_1_token_s": round(one, 4),
             "generate_s": round(full, 4), "decode_step_s": round((full - one) / max(1, new - 1), 5),
             "generate_overhead_s": round(one - prefill, 4), "cpu_preprocess_s": round(prep, 4),
-            "end_to_end_vs_prefill_pct": round(100 * prefill / (full + prep), 1)}
+            "end_to_end_vs_prefill_pct": round(100 * prefill / (full + prep), 1),
+            "static_s": round(static, 4), "static_decode_step_s": round((static - prefill) / max(1, new - 1), 5),
+            "graphs_s": round(graphs, 4), "graphs_decode_step_s": round((graphs - prefill) / max(1, new - 1), 5),
+            "backend_vs_prefill_pct": round(100 * prefill / max(graphs, prep), 1),
+            "backend_unoverlapped_vs_prefill_pct": round(100 * prefill / (graphs + prep), 1),
+            "agreement_static_vs_generate": same(answers["static"], answers["generate"]),
+            "agreement_graphs_vs_static": same(answers["graphs"], answers["static"])}
 
 
 def main(argv=None) -> dict:
@@ -235,7 +256,7 @@ def main(argv=None) -> dict:
                   "eos_token_id": 2, "bos_token_id": 1}
     rows, labels = sweep(config, items)
     warm = rows[:9 * (batch // 9 + 1)]  # a full batch and more: kernels, allocator at full size
-    for name in ("plain", "shared"):
+    for name in ("plain", "shared", "shared_graphs"):
         run_path(name, model, warm, batch, gen_kwargs, device, dtype)
     results, table, counter = {}, [], WorkCounter(model, device)
     for name in PATHS:
@@ -258,7 +279,7 @@ def main(argv=None) -> dict:
         r["vs_plain"] = round(r["items_per_s"] / base, 3)
     agree = {pair: agreement(results[pair[0]], results[pair[1]], labels)
              for pair in (("shared", "unshared"), ("plain", "unshared"), ("shared", "plain"),
-                          ("shared", "shared_dynamic"))}
+                          ("shared", "shared_dynamic"), ("shared_graphs", "shared"))}
     n_img = config.image_seq_length
     shared_len = len(HEAD) + n_img + 1
     tokens = {lab: round(sum(len(r.ids) for r, lb in zip(rows, labels) if lb == lab) / labels.count(lab), 1)

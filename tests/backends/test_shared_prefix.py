@@ -62,15 +62,15 @@ def _spec(path, **params) -> ModelSpec:
     return ModelSpec(backend="transformers", model=str(path), params={"max_new_tokens": 10, **params})
 
 
-def _count_generate(und, monkeypatch) -> list[tuple[int, int]]:
-    real, calls = und.model.generate, []
+def _count_decodes(monkeypatch) -> list[tuple[int, int]]:
+    """Per decode pass: (rows, columns already in its cache)."""
+    real, calls = prefix_sharing.decode_greedy, []
 
-    def generate(**kw):
-        cache = kw.get("cache", kw.get("past_key_values"))
-        calls.append((kw["input_ids"].shape[0], cache.get_seq_length() if cache is not None else 0))
-        return real(**kw)
+    def decode(model, cache, mask, *args, **kwargs):
+        calls.append(tuple(mask.shape))
+        return real(model, cache, mask, *args, **kwargs)
 
-    monkeypatch.setattr(und.model, "generate", generate)
+    monkeypatch.setattr(prefix_sharing, "decode_greedy", decode)
     return calls
 
 
@@ -81,19 +81,19 @@ def test_shared_matches_unshared_on_a_sweep(built, arch, monkeypatch):
     shared = get_understander(_spec(built[arch], share_prefix=True, batch_size=64))
     assert not plain.share_prefix and shared.share_prefix is ARCHS[arch]
     expected = plain.answer(reqs)
-    calls = _count_generate(shared, monkeypatch)
+    calls = _count_decodes(monkeypatch)
     got = shared.answer(reqs)
     assert got == expected, [(lab, e, g) for lab, e, g in zip(labels, expected, got) if e != g]
     assert any(len(a) > 0 for a in got)
     if ARCHS[arch]:
-        # One chunk: one `generate` over all its rows, continued from a cache holding every token
-        # but each row's last (the prefill ran before it), so the chunk decodes in one pass.
+        # One chunk: one decode pass over all its rows, continued from a cache holding every token
+        # but each row's last (the prefill ran before it).
         assert len(calls) == 1 and calls[0][0] == len(reqs), calls
         longest = max(len(t) for t in shared._prepare(reqs)["input_ids"])
         assert calls[0][1] >= longest - 1, calls
     # Small chunks (an item split over chunks, groups cut) and a reversed batch change nothing.
     small = get_understander(_spec(built[arch], share_prefix=True, batch_size=4))
-    small_calls = _count_generate(small, monkeypatch)
+    small_calls = _count_decodes(monkeypatch)
     assert small.answer(reqs) == expected
     assert len(small_calls) == len(small._chunks(reqs))  # one pass per chunk, shared or not
     assert shared.answer(reqs[::-1]) == expected[::-1]
@@ -145,8 +145,49 @@ def test_share_prefix_param_is_checked(built):
     auto = get_understander(_spec(built["llava"]))  # auto: on for GPUs only; this machine runs on CPU
     assert auto.share_prefix is False and "shared-prefix" not in (auto.notes or "")
     assert "shared-prefix decoding" in get_understander(_spec(built["llava"], share_prefix=True)).notes
+    assert "CUDA graphs" not in get_understander(_spec(built["llava"], share_prefix=True)).notes
     with pytest.raises(ValueError, match="share_prefix"):
         get_understander(_spec(built["llava"], share_prefix="yes"))
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        get_understander(_spec(built["llava"], cuda_graphs=True))
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_static_decode_matches_generate_with_early_ends(built, arch):
+    """The static-cache greedy loop gives generate's tokens: rows that end early are padded, the
+    batch stops when all have ended, EOS is barred before min_new_tokens."""
+    reqs, _ = sweep(2)
+    und = get_understander(_spec(built[arch], share_prefix=False))
+    feats = dict(und._prepare(reqs[:3]))
+    width = feats["input_ids"].shape[1]
+    base = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": und.processor.tokenizer.pad_token_id}
+    with torch.inference_mode():
+        free = und.model.generate(**feats, **base)[:, width:]
+    end = int(free[0, 2])  # row 0 ends at its third token when this is its EOS
+    for extra in ({"eos_token_id": end}, {"eos_token_id": [end, int(free[1, 1])], "min_new_tokens": 4}, {}):
+        kwargs = {**base, **extra}
+        with torch.inference_mode():
+            expected = und.model.generate(**feats, **kwargs)[:, width:]
+        got = prefix_sharing.generate_static(und.model, feats, kwargs)
+        assert torch.equal(got, expected), (extra, got, expected)
+    alone = {**base, "eos_token_id": end}
+    with torch.inference_mode():
+        one = {k: v[:1] for k, v in feats.items() if k != "pixel_values"}
+        one["pixel_values"] = feats["pixel_values"][:1]
+        expected = und.model.generate(**one, **alone)[:, width:]
+    got = prefix_sharing.generate_static(und.model, one, alone)
+    assert torch.equal(got, expected) and got.shape[1] == 3  # stopped when its only row ended
+
+
+def test_greedy_plan_only_for_plain_greedy(built):
+    und = get_understander(_spec(built["llava"]))
+    plan = prefix_sharing.greedy_plan(und.model, {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0,
+                                                  "eos_token_id": [2, 7], "min_new_tokens": 3})
+    assert plan == prefix_sharing.GreedyPlan(max_new=5, min_new=3, eos=(2, 7), pad=0,
+                                             suppress=tuple(und.model.generation_config.suppress_tokens or ()))
+    for other in ({"do_sample": True}, {"num_beams": 2}, {"repetition_penalty": 1.2}, {"no_repeat_ngram_size": 2},
+                  {"not_a_generation_field": 1}):
+        assert prefix_sharing.greedy_plan(und.model, {"max_new_tokens": 5, **other}) is None, other
 
 
 def test_length_buckets_cut_only_where_padding_costs_more_than_a_forward():

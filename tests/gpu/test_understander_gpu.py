@@ -16,6 +16,7 @@ from g2u_tasks.config import ModelSpec  # noqa: E402
 from g2u_tasks.backends.tiny_models import TINY_BUILDERS  # noqa: E402
 from g2u_tasks.backends.understanders import UnderstandRequest, get_understander  # noqa: E402
 from g2u_tasks.backends import registry  # noqa: E402
+from g2u_tasks.backends.understanders import prefix_sharing  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -71,7 +72,7 @@ def test_bf16_cuda_mixed_image_counts(tmp_path, build):
 def test_real_cuda_oom_is_split(tmp_path, monkeypatch):
     """A genuine CUDA OOM from a huge allocation at batch > 2 is survived by halving."""
     path = TINY_BUILDERS["tiny-llava"](tmp_path / "llava")
-    params = {"max_new_tokens": 4, "dtype": "bfloat16", "device": "cuda", "batch_size": 8}
+    params = {"max_new_tokens": 4, "dtype": "bfloat16", "device": "cuda", "batch_size": 8, "share_prefix": False}
     und = get_understander(ModelSpec(backend="transformers", model=str(path), params=params))
     real, sizes = und.model.generate, []
     too_big = 2 * torch.cuda.get_device_properties(0).total_memory  # a plain cudaMalloc that must fail
@@ -86,3 +87,25 @@ def test_real_cuda_oom_is_split(tmp_path, monkeypatch):
     out = und.answer(_requests())
     assert len(out) == 5 and all(isinstance(a, str) for a in out)
     assert sizes == [5, 2, 3, 1, 2]  # bf16 answers may change with the batch split, so only shape is checked
+
+
+@pytest.mark.parametrize("build", ["tiny-llava", "tiny-gemma3"])
+def test_cuda_graph_decode_matches_eager(tmp_path, build, monkeypatch):
+    """The decode step replayed as a CUDA graph gives the eager static decode's tokens exactly (the
+    same kernels), for shared and unshared chunks; graphs are captured where the cache allows."""
+    from transformers import StaticCache
+
+    path = TINY_BUILDERS[build](tmp_path / build)
+    base = {"max_new_tokens": 6, "dtype": "bfloat16", "device": "cuda", "batch_size": 4, "share_prefix": True}
+    reqs = _requests()
+    reqs.append(UnderstandRequest(reqs[1].images, "Is there a dog? Answer yes or no."))  # shares reqs[1]'s image
+    eager = get_understander(ModelSpec(backend="transformers", model=str(path), params={**base, "cuda_graphs": False}))
+    expected = eager.answer(reqs)
+    safe = prefix_sharing._graph_safe(StaticCache(config=eager.model.config, max_cache_len=8))
+    registry.clear()
+    captured, real = [], prefix_sharing._capture
+    monkeypatch.setattr(prefix_sharing, "_capture", lambda step: captured.append(real(step)) or captured[-1])
+    graphs = get_understander(ModelSpec(backend="transformers", model=str(path), params=base))
+    assert graphs.cuda_graphs and "shared-prefix decoding with CUDA graphs" in graphs.notes
+    assert graphs.answer(reqs) == expected
+    assert len(captured) == (len(graphs._chunks(reqs)) if safe else 0) and all(c is not None for c in captured)

@@ -1,5 +1,6 @@
-"""Shared-prefix greedy generation for image-text-to-text models (torch only, no g2u imports, so
-perf/ scripts can load this file alone).
+"""Greedy generation from a static cache for image-text-to-text models: shared prefixes and a
+decode loop replayed as a CUDA graph (torch only, no g2u imports, so perf/ scripts can load this
+file alone).
 
 An item's baseline and concat prompts begin with the same tokens: template head + the original
 image (LLaVA-1.5: `<s>USER: <image>x576`). Rows of a chunk that start with the same image object
@@ -9,9 +10,14 @@ form a group. Per chunk:
 2. continuation prefill of every row except its last token, rows bucketed by length (a cost model
    cuts a bucket only where the padding saved outweighs one more forward); a bucket continues from
    the prefix cache expanded to its rows by index;
-3. the buckets' caches merged (left padded) into one static cache, and one `generate` call over
-   all rows: its first step computes only each row's last token, so the chunk decodes in one pass
-   (eager: the static cache only saves the dynamic cache's per-step copy; no torch.compile).
+3. the buckets' caches merged (left padded) into one static cache, and one decode pass over all
+   rows (`decode_greedy`): its first step computes only each row's last token.
+
+`decode_greedy` is `generate`'s greedy loop over a static cache, for the shared path and for plain
+batches (`generate_static`): a 4-D mask and the position ids live in fixed buffers, so on CUDA the
+one-token step is captured once per chunk as a CUDA graph and replayed (one launch per step instead
+of several hundred); it stops as soon as every row has ended. It runs only where the generation
+config asks for plain greedy decoding (`greedy_plan`); anything else goes through `generate`.
 
 Between prefix and continuation a row may be padded (mask 0); position ids come from the mask, so
 every token keeps the position it has in the unshared prompt.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -33,6 +40,19 @@ PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_typ
 # One more continuation forward costs about this many prompt tokens (launches, the prefix KV
 # copy): a length bucket is cut only where it saves more padded tokens than that.
 FORWARD_COST = 192
+# Generation-config fields that add a logits processor or another search when not at these values:
+# then `generate` decodes (`greedy_plan`).
+PLAIN_GREEDY = {
+    "do_sample": False, "num_beams": 1, "penalty_alpha": None, "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "force_words_ids": None, "constraints": None, "min_length": 0,
+    "exponential_decay_length_penalty": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "sequence_bias": None,
+    "renormalize_logits": False, "guidance_scale": None, "watermarking_config": None, "stop_strings": None,
+    "max_time": None, "dola_layers": None, "prompt_lookup_num_tokens": None, "output_scores": False,
+    "output_logits": False, "return_dict_in_generate": False,
+}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -279,18 +299,152 @@ def _merge(model, pieces: list[dict], pad_id: int, room: int, static: bool):
     return ids, mask, extras, cache
 
 
+@dataclass(frozen=True)
+class GreedyPlan:
+    max_new: int
+    min_new: int
+    eos: tuple[int, ...]
+    pad: int
+    suppress: tuple[int, ...] = ()  # never chosen
+    begin_suppress: tuple[int, ...] = ()  # not chosen as the first new token
+
+
+def greedy_plan(model, gen_kwargs: dict) -> GreedyPlan | None:
+    """What `generate(**gen_kwargs)` would do, when it is plain greedy decoding with at most a
+    minimum length and suppressed tokens; None for anything else (sampling, beams, penalties, other
+    processors)."""
+    config = copy.deepcopy(model.generation_config)
+    if config.update(**gen_kwargs) or config.max_new_tokens is None:
+        return None  # kwargs the config does not know: generate decides
+    if any(getattr(config, k, None) not in (None, v) for k, v in PLAIN_GREEDY.items()):
+        return None
+    eos = config.eos_token_id
+    eos = () if eos is None else tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+    pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
+    return GreedyPlan(int(config.max_new_tokens), int(config.min_new_tokens or 0), eos, int(pad),
+                      tuple(config.suppress_tokens or ()), tuple(config.begin_suppress_tokens or ()))
+
+
+def _pick(logits: torch.Tensor, emitted: int, plan: GreedyPlan, finished) -> torch.Tensor:
+    """generate's greedy choice: float32 argmax, suppressed tokens and EOS before `min_new` barred,
+    pad once ended."""
+    scores = logits.to(torch.float32, copy=True)
+    barred = plan.suppress + (plan.eos if emitted < plan.min_new else ()) + (plan.begin_suppress if not emitted else ())
+    if barred:
+        scores[:, list(barred)] = float("-inf")
+    token = scores.argmax(-1)
+    return token if finished is None else token.masked_fill(finished, plan.pad)
+
+
+def _graph_safe(cache) -> bool:
+    """Full-attention static layers only: their write position is a device tensor (sliding layers
+    also count in Python, which a replayed graph would not advance)."""
+    from transformers.cache_utils import StaticLayer
+
+    return all(type(layer) is StaticLayer for layer in cache.layers)
+
+
+def decode_greedy(model, cache, mask: torch.Tensor, pos: torch.Tensor, feed: torch.Tensor, plan: GreedyPlan,
+                  graphs: bool = False, first: torch.Tensor | None = None) -> torch.Tensor:
+    """New tokens (rows x steps) from a static `cache` holding `mask.shape[1]` columns (`mask`: 1 on
+    real ones) with room for the rest: feeds `feed` (per row, at position `pos`) and then each chosen
+    token, as `generate` does, until every row has ended or `plan.max_new` tokens are out (`first`:
+    a token already chosen from the prefill). With `graphs` on CUDA the one-token step is captured
+    after one eager step and replayed."""
+    rows, cols = mask.shape
+    width = cache.layers[0].max_cache_len
+    device = feed.device
+    mask4 = torch.zeros(rows, 1, 1, width, dtype=torch.bool, device=device)
+    mask4[:, 0, 0, :cols] = mask.to(device).bool()
+    ids, positions = feed.view(rows, 1).clone(), pos.to(device).view(rows, 1).clone()
+    kwargs = {_cache_name(model): cache, "use_cache": True, **_keep_last_logits(model)}
+
+    def step() -> torch.Tensor:
+        return model(input_ids=ids, attention_mask=mask4, position_ids=positions, **kwargs).logits[:, -1]
+
+    eos = torch.tensor(plan.eos, device=device, dtype=torch.long)
+    out = [first] if first is not None else []
+    finished = torch.isin(first, eos) if first is not None else None
+    graphs = graphs and device.type == "cuda" and _graph_safe(cache)
+    graph = static = None
+    while len(out) < plan.max_new and not (finished is not None and bool(finished.all())):
+        mask4[:, 0, 0, cols] = True
+        if graph is not None:
+            graph.replay()
+            logits = static
+        elif graphs:  # the eager step on a side stream (warm-up), then capture the next one
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                logits = step()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = _capture(step)
+            if graph is None:
+                graphs = False
+            else:
+                graph, static = graph
+        else:
+            logits = step()
+        token = _pick(logits, len(out), plan, finished)
+        out.append(token)
+        ended = torch.isin(token, eos)
+        finished = ended if finished is None else finished | ended
+        ids.copy_(token.view(rows, 1))
+        positions.add_(1)
+        cols += 1
+    return torch.stack(out, 1)
+
+
+def _capture(step):
+    """(graph, its output) of one decode step, or None (logged) where capture fails."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            static = step()
+    except RuntimeError as err:  # an op that syncs or allocates per call: decode eagerly
+        log.warning("CUDA graph capture of the decode step failed (%s); decoding eagerly", err)
+        return None
+    return graph, static
+
+
+def _window_ok(model, length: int) -> bool:
+    """A sliding window (cache indices, not positions, under left padding) must cover every row."""
+    window = getattr(model.config.get_text_config(), "sliding_window", None)
+    return not window or length <= window
+
+
+def generate_static(model, inputs: dict, gen_kwargs: dict, graphs: bool = False) -> torch.Tensor | None:
+    """New token ids of a left-padded batch (processor outputs on the model's device): one prefill
+    into a static cache, then `decode_greedy`. None where `generate` must decode instead."""
+    from transformers import StaticCache
+
+    plan = greedy_plan(model, gen_kwargs)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if plan is None or not _window_ok(model, ids.shape[1] + plan.max_new):
+        return None
+    cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + plan.max_new)
+    with torch.inference_mode():
+        out = model(**inputs, position_ids=_positions(mask), **{_cache_name(model): cache}, use_cache=True,
+                    **_keep_last_logits(model))
+        first = _pick(out.logits[:, -1], 0, plan, None)
+        del out
+        return decode_greedy(model, cache, mask, mask.sum(-1), first, plan, graphs, first=first).cpu()
+
+
 def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, gen_kwargs: dict,
-                    forward_cost: int = FORWARD_COST, static_decode: bool = True) -> list[torch.Tensor] | None:
+                    forward_cost: int = FORWARD_COST, static_decode: bool = True,
+                    graphs: bool = False) -> list[torch.Tensor] | None:
     """New token ids per row, sharing each group's prefix; None when no two rows share one (or a
     row ends in an image token, or a sliding window would not cover the padded rows).
-    `static_decode=False` (perf/shared_prefix.py's comparison only) decodes from a dynamic cache."""
+    `static_decode=False` (perf/shared_prefix.py's comparison only) decodes with `generate` from a
+    dynamic cache; so does a generation config that is not plain greedy."""
     group_of, lengths = plan_groups(rows, image_token_id)
     if not lengths or any(int(r.ids[-1]) == image_token_id for r in rows):
         return None
     # Mid-row padding shifts cache indices: a sliding window (indices, not positions) must cover all.
-    window = getattr(model.config.get_text_config(), "sliding_window", None)
-    if window and max(lengths) + max(len(r.ids) for r in rows) + gen_kwargs.get("max_new_tokens", 0) > window:
+    if not _window_ok(model, max(lengths) + max(len(r.ids) for r in rows) + gen_kwargs.get("max_new_tokens", 0)):
         return None
+    plan = greedy_plan(model, gen_kwargs) if static_decode else None
     reps = {g: i for i, g in reversed(list(enumerate(group_of))) if g is not None}
     starts = [lengths[g] if g is not None else 0 for g in group_of]
     with torch.inference_mode():
@@ -302,16 +456,20 @@ def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, ge
         order = [i for p in pieces for i in p["part"]]  # the batch's rows, bucket after bucket
         ids, mask, extras, cache = _merge(model, pieces, pad_id, 1 + gen_kwargs["max_new_tokens"], static_decode)
         del pieces
-        last = torch.stack([rows[i].ids[-1] for i in order]).unsqueeze(1)
-        ids, mask = torch.cat([ids, last], 1), torch.cat([mask, torch.ones_like(last)], 1)
-        extras = {k: torch.cat([v, torch.stack([rows[i].extras[k][-1] for i in order]).unsqueeze(1)], 1)
-                  for k, v in extras.items()}
+        last = torch.stack([rows[i].ids[-1] for i in order])
         device = model.device
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             **{k: v.to(device) for k, v in extras.items()},
-                             **{_cache_name(model): cache}, **gen_kwargs,
-                             **({"disable_compile": True} if static_decode else {}))
-    new = gen[:, ids.shape[1]:].cpu()
+        if plan is not None:
+            new = decode_greedy(model, cache, mask, mask.sum(-1), last.to(device), plan, graphs).cpu()
+        else:
+            last = last.unsqueeze(1)
+            ids, mask = torch.cat([ids, last], 1), torch.cat([mask, torch.ones_like(last)], 1)
+            extras = {k: torch.cat([v, torch.stack([rows[i].extras[k][-1] for i in order]).unsqueeze(1)], 1)
+                      for k, v in extras.items()}
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 **{k: v.to(device) for k, v in extras.items()},
+                                 **{_cache_name(model): cache}, **gen_kwargs,
+                                 **({"disable_compile": True} if static_decode else {}))
+            new = gen[:, ids.shape[1]:].cpu()
     results: list[torch.Tensor | None] = [None] * len(rows)
     for j, i in enumerate(order):
         results[i] = new[j]

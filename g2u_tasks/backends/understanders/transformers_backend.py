@@ -8,8 +8,10 @@ preprocessing overlapped with the current chunk's generation, and CUDA out-of-me
 that begin with the same image (an item's baseline and concat prompts) are chunked together, continue
 from one shared prefix and decode in one pass per chunk (prefix_sharing.py); greedy fp32 answers are
 the same as without it. On an H200 it runs a 9-prompt item sweep at 1.39x plain batched `generate`;
-on CPU with tiny shapes it is overhead-bound (docs/PERFORMANCE.md, "Shared prefix"). The run's notes
-say when it was on.
+on CPU with tiny shapes it is overhead-bound (docs/PERFORMANCE.md, "Shared prefix"). With it on, every
+chunk (shared or not) decodes greedily from a static cache, and `cuda_graphs` (true / false / auto, the
+default: on for CUDA) replays each chunk's one-token decode step as a CUDA graph. The run's notes say
+which of the two were on.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from g2u_tasks.config import ModelSpec
 # a text stand-in and its images open the next user turn under this label.
 EARLIER_OUTPUT_TEXT = "Here is the edited image."
 EARLIER_OUTPUT_LABEL = "The image above is the edited image you produced in your previous turn."
-PARAMS = frozenset({"max_new_tokens", "batch_size", "device", "dtype", "attn_implementation", "share_prefix"})
+PARAMS = frozenset({"max_new_tokens", "batch_size", "device", "dtype", "attn_implementation", "share_prefix",
+                    "cuda_graphs"})
 
 
 @register_backend("transformers", PARAMS)
@@ -45,11 +48,11 @@ class TransformersUnderstander:
         self.max_new_tokens = int(params.get("max_new_tokens", 16))
         self.batch_size = max(1, int(params.get("batch_size", 8)))
         self.device = default_device(params.get("device"))
-        share = params.get("share_prefix", "auto")
-        if not isinstance(share, bool) and share != "auto":
-            raise ValueError(f"transformers understander: share_prefix must be true, false or auto, got {share!r}")
-        if share == "auto":  # on where it pays: GPUs (on CPU, tiny shapes are overhead-bound)
-            share = str(self.device).startswith("cuda")
+        on_cuda = str(self.device).startswith("cuda")
+        share = _switch(params, "share_prefix", on_cuda)  # auto: on where it pays (on CPU, tiny shapes are overhead-bound)
+        self.cuda_graphs = _switch(params, "cuda_graphs", on_cuda)
+        if self.cuda_graphs and not on_cuda:
+            raise ValueError(f"transformers understander: cuda_graphs needs a CUDA device, not {self.device}")
 
         common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         self.processor = AutoProcessor.from_pretrained(self.model_path, **common)
@@ -69,7 +72,8 @@ class TransformersUnderstander:
         self.share_prefix = bool(share and self.image_token_id is not None
                                  and config.model_type in prefix_sharing.SHARED_MODEL_TYPES)
         if self.share_prefix:
-            self.notes = "; ".join(filter(None, [self.notes, "shared-prefix decoding"]))
+            decoding = "shared-prefix decoding" + (" with CUDA graphs" if self.cuda_graphs else "")
+            self.notes = "; ".join(filter(None, [self.notes, decoding]))
         self.assistant_images = self._template_shows_assistant_images()
 
     # ---- message building ------------------------------------------------------
@@ -151,6 +155,10 @@ class TransformersUnderstander:
             if torch.is_tensor(v) else v
             for k, v in inputs.items()
         }
+        if self.share_prefix:
+            new = prefix_sharing.generate_static(self.model, feats, self._gen_kwargs(), self.cuda_graphs)
+            if new is not None:
+                return self._decode(new)
         with torch.inference_mode():
             out = self.model.generate(**feats, **self._gen_kwargs())
         return self._decode(out[:, feats["input_ids"].shape[1]:].cpu())
@@ -162,7 +170,7 @@ class TransformersUnderstander:
         if rows is None:
             return None
         new = prefix_sharing.generate_shared(self.model, rows, self.processor.tokenizer.pad_token_id,
-                                             self.image_token_id, self._gen_kwargs())
+                                             self.image_token_id, self._gen_kwargs(), graphs=self.cuda_graphs)
         return None if new is None else self._decode(new)
 
     def _answer_chunk(self, batch: list[UnderstandRequest], inputs) -> list[str]:
@@ -194,6 +202,14 @@ class TransformersUnderstander:
                 for i, text in zip(idx, self._answer_chunk([batch[i] for i in idx], inputs)):
                     answers[i] = text
         return answers  # type: ignore[return-value]
+
+
+def _switch(params: dict, name: str, auto: bool) -> bool:
+    """A true / false / auto param; auto resolves to `auto`."""
+    value = params.get(name, "auto")
+    if not isinstance(value, bool) and value != "auto":
+        raise ValueError(f"transformers understander: {name} must be true, false or auto, got {value!r}")
+    return auto if value == "auto" else value
 
 
 def _share_keys(batch: list[UnderstandRequest]) -> list:
