@@ -195,6 +195,9 @@ def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> 
         inputs = {"input_ids": ids, "attention_mask": mask, **pix}
         static = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=False))
         graphs = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda"))
+        align, ps.CACHE_ALIGN = ps.CACHE_ALIGN, 1  # the same without padding the cache to a multiple of 64
+        unaligned = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda"))
+        ps.CACHE_ALIGN = align
         answers = {"generate": model.generate(**inputs, **gen_kwargs)[:, ids.shape[1]:].cpu(),
                    "static": ps.generate_static(model, inputs, gen_kwargs, graphs=False),
                    "graphs": ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda")}
@@ -217,10 +220,26 @@ def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> 
             "end_to_end_vs_prefill_pct": round(100 * prefill / (full + prep), 1),
             "static_s": round(static, 4), "static_decode_step_s": round((static - prefill) / max(1, new - 1), 5),
             "graphs_s": round(graphs, 4), "graphs_decode_step_s": round((graphs - prefill) / max(1, new - 1), 5),
+            "graphs_unaligned_decode_step_s": round((unaligned - prefill) / max(1, new - 1), 5),
             "backend_vs_prefill_pct": round(100 * prefill / max(graphs, prep), 1),
             "backend_unoverlapped_vs_prefill_pct": round(100 * prefill / (graphs + prep), 1),
             "agreement_static_vs_generate": same(answers["static"], answers["generate"]),
             "agreement_graphs_vs_static": same(answers["graphs"], answers["static"])}
+
+
+def decode_kernels(model, config, batch, gen_kwargs, device, dtype) -> str:
+    """The CUDA kernels of one eager static-cache generate of a baseline batch, by total time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = [r for r, lab in zip(*sweep(config, batch, seed=1)) if lab == "baseline"]
+    ids = ps._collate([r.ids for r in rows], 0).to(device)
+    mask = ps._collate([torch.ones(len(r.ids), dtype=torch.long) for r in rows], 0, ids.shape[1]).to(device)
+    inputs = {"input_ids": ids, "attention_mask": mask, **ps._images([r.images[0] for r in rows], device, dtype)}
+    ps.generate_static(model, inputs, gen_kwargs)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        ps.generate_static(model, inputs, gen_kwargs)
+        backends.sync(device)
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70)
 
 
 def main(argv=None) -> dict:
@@ -234,6 +253,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--single-only", action="store_true", help="only the single-prompt batch profile")
+    p.add_argument("--kernels", action="store_true", help="with --single-only: top CUDA kernels of an eager decode")
     p.add_argument("--out")
     args = p.parse_args(argv)
     items = args.items or (6 if args.quick else 256)
@@ -254,6 +275,12 @@ def main(argv=None) -> dict:
     new = args.new_tokens
     gen_kwargs = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "pad_token_id": 0,
                   "eos_token_id": 2, "bos_token_id": 1}
+    if args.single_only:
+        prof = profile_single(model, config, batch, gen_kwargs, device, dtype, args.repeats)
+        print(f"single-prompt batch profile: {prof}")
+        if args.kernels:
+            print(decode_kernels(model, config, batch, gen_kwargs, device, dtype))
+        return {"profile_single": prof}
     rows, labels = sweep(config, items)
     warm = rows[:9 * (batch // 9 + 1)]  # a full batch and more: kernels, allocator at full size
     for name in ("plain", "shared", "shared_graphs"):

@@ -146,3 +146,38 @@ def test_call_style_is_chosen_by_pipeline_class():
     assert style_for(FluxKontextPipeline) == CallStyle()
     assert style_for(MyOmniGen).image_arg == "input_images"
     assert style_for(OmniGenPipeline).kwarg("image_guidance_scale") == "img_guidance_scale"
+
+
+def test_a_source_edited_by_several_families_is_encoded_once(specs):
+    """InstructPix2Pix encodes one row per request: an item's three families in one call encode its
+    source once, with the same images as encoding it three times."""
+    spec = specs["instruct_pix2pix"]
+    gen = get_generator(spec)
+    off = get_generator(spec.model_copy(update={"params": {**spec.params, "encode_once": False}}))
+    assert gen.backend.encode_once is not None and off.backend.encode_once is None
+    a, b = scene(96, 64), scene(64, 96)
+    batch = [GenerateRequest(src, p, 0, FAMILY) for src in (a, b) for p in ("make it red", "zoom in", "add a border")]
+    rows = []
+    real = gen.backend.encode_once.encode
+    gen.backend.encode_once.encode = lambda x, *args, **kw: rows.append(x.shape[0]) or real(x, *args, **kw)
+    once = gen.generate(batch)
+    assert rows == [1, 1]  # one call per source size (64x40 and 40x64), each source encoded once
+    assert pngs(once) == pngs(off.generate(batch))
+    assert pngs(once)[0] != pngs(once)[1]  # the families still differ
+
+
+def test_speed_options_keep_the_images_close(specs):
+    """channels_last + fused q/k/v change kernels only (as params they enter the thought key: another
+    generator version); `compile` wraps the UNet, compiled at its first call (measured on a GPU)."""
+    spec = specs["instruct_pix2pix"]
+    batch = [req(seed=s, prompt=p) for s, p in [(0, "make it red"), (1, "zoom in")]]
+    plain = get_generator(spec).generate(batch)
+    fast = get_generator(spec.model_copy(update={"params": {**spec.params, "channels_last": True, "fuse_qkv": True}}))
+    unet = fast.backend.pipe.unet
+    conv = next(m for m in unet.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert any(getattr(m, "fused_projections", False) for m in unet.modules())
+    for a, b in zip(fast.generate(batch), plain):
+        assert np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 2
+    compiled = get_generator(spec.model_copy(update={"params": {**spec.params, "compile": True}}))
+    assert type(compiled.backend.pipe.unet).__name__ == "OptimizedModule"

@@ -12,6 +12,14 @@
   batch_size            most items per pipeline call (default 4; 1 for OmniGen, see CallStyle)
   auto_resize           Kontext's `_auto_resize` (default False: condition on the computed size)
   call_kwargs           further `__call__` kwargs, passed as-is (each must be in its signature)
+  encode_once           default true: a source edited by several families in one call is VAE-encoded
+                        once and its posterior given to each request (`EncodeOnce`)
+  channels_last         default false: the denoiser and the VAE in channels-last memory format
+  fuse_qkv              default false: `pipe.fuse_qkv_projections()` (one projection for q, k and v)
+  compile               default false: `torch.compile` of the denoiser (`compile_mode`: e.g.
+                        "max-autotune-no-cudagraphs"; default torch's own)
+The speed options change the kernels, so the images may differ in their last bits: as params they
+enter the thought key, which makes them another generator version.
 
 The output keeps the source's aspect ratio: the source is resized to a target size that is a
 multiple of the pipeline's size step (its image processor's `vae_scale_factor`: 8 for SD, 16 for
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 KNOWN_PARAMS = frozenset({
     "dtype", "device", "num_inference_steps", "guidance_scale", "image_guidance_scale",
     "negative_prompt", "resolution", "area", "batch_size", "auto_resize", "call_kwargs",
+    "encode_once", "channels_last", "fuse_qkv", "compile", "compile_mode",
 })
 # Passed only when set and, for all but the first two, when the pipeline's __call__ takes them.
 _OPTIONAL_CALL_PARAMS = ("num_inference_steps", "guidance_scale", "image_guidance_scale")
@@ -132,6 +141,9 @@ class DiffusersGenerator:
             load_kwargs["trust_remote_code"] = True
         self.pipe = DiffusionPipeline.from_pretrained(spec.model, **load_kwargs).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        self._speed_options(params)
+        vae = getattr(self.pipe, "vae", None)
+        self.encode_once = EncodeOnce(vae) if vae is not None and params.get("encode_once", True) else None
 
         self.style = style_for(type(self.pipe))
         self.accepted = _accepted_kwargs(self.pipe.__call__)
@@ -157,6 +169,24 @@ class DiffusersGenerator:
         if rejected:
             raise ValueError(f"{cls_name}.__call__ does not take call_kwargs {sorted(rejected)}")
         self.fixed_kwargs.update(extra)
+
+    def _speed_options(self, params: dict) -> None:
+        import torch
+
+        name = "unet" if getattr(self.pipe, "unet", None) is not None else "transformer"
+        denoiser = getattr(self.pipe, name, None)
+        if params.get("channels_last"):
+            for module in (denoiser, getattr(self.pipe, "vae", None)):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
+        if params.get("fuse_qkv"):
+            if not hasattr(self.pipe, "fuse_qkv_projections"):
+                raise ValueError(f"{type(self.pipe).__name__} has no fuse_qkv_projections: drop `fuse_qkv`")
+            self.pipe.fuse_qkv_projections()
+        if params.get("compile"):
+            if denoiser is None:
+                raise ValueError(f"{type(self.pipe).__name__} has no unet or transformer to compile")
+            setattr(self.pipe, name, torch.compile(denoiser, mode=params.get("compile_mode")))
 
     def _if_accepted(self, param: str, value):
         if value is None:
@@ -204,16 +234,54 @@ class DiffusersGenerator:
         for key, value in (("height", h), ("width", w), ("max_area", w * h), ("max_input_image_size", max(w, h))):
             if key in self.accepted:
                 kwargs[key] = value
-        if self.style.global_rng:
-            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(reqs[0].seed)
+        if self.encode_once is not None:
+            self.encode_once.sources = [id(r.image) for r in reqs]
+        try:
+            if self.style.global_rng:
+                cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda):
+                    torch.manual_seed(reqs[0].seed)
+                    result = self.pipe(**kwargs).images
+            else:
                 result = self.pipe(**kwargs).images
-        else:
-            result = self.pipe(**kwargs).images
+        finally:
+            if self.encode_once is not None:
+                self.encode_once.sources = None
         if len(result) != len(reqs):
             raise RuntimeError(f"{self.name}: asked for {len(reqs)} images, got {len(result)}")
         return [im.convert("RGB") for im in result]
+
+
+class EncodeOnce:
+    """Stands in for `vae.encode` during one pipeline call: when the call encodes one row per request
+    and requests share a source (one image object: an item's families in one batch), each source is
+    encoded once and its posterior (a Gaussian, so any later sampling stays per request) copied to
+    the requests' rows. Other calls (one row at a time, as FLUX Kontext with per-request generators
+    does) go through unchanged."""
+
+    def __init__(self, vae):
+        self.encode = vae.encode
+        self.sources: list[int] | None = None  # per request, its source image's identity
+        vae.encode = self
+
+    def __call__(self, x, *args, **kwargs):
+        import torch
+
+        sources = self.sources
+        if sources is None or x.shape[0] != len(sources) or len(set(sources)) == len(sources):
+            return self.encode(x, *args, **kwargs)
+        first: dict[int, int] = {}  # source -> index of its first request, in order of appearance
+        for i, src in enumerate(sources):
+            first.setdefault(src, i)
+        unique = {src: k for k, src in enumerate(first)}
+        out = self.encode(x[list(first.values())], *args, **kwargs)
+        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+        rows = torch.tensor([unique[src] for src in sources], device=dist.parameters.device)
+        shared = type(dist)(dist.parameters.index_select(0, rows), deterministic=dist.deterministic)
+        if hasattr(out, "latent_dist"):
+            out.latent_dist = shared
+            return out
+        return (shared, *out[1:])
 
 
 register_generator("diffusers", KNOWN_PARAMS)(DiffusersGenerator)

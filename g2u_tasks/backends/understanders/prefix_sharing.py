@@ -51,6 +51,9 @@ PLAIN_GREEDY = {
     "max_time": None, "dola_layers": None, "prompt_lookup_num_tokens": None, "output_scores": False,
     "output_logits": False, "return_dict_in_generate": False,
 }
+# Static caches hold a multiple of this many columns: an aligned mask row keeps SDPA's
+# memory-efficient kernel from padding the mask in every layer of every decode step.
+CACHE_ALIGN = 64
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +280,7 @@ def _merge(model, pieces: list[dict], pad_id: int, room: int, static: bool):
             spans.append((at, p["cache"]))
         at += len(p["part"])
     config = model.config
-    cache = StaticCache(config=config, max_cache_len=width + room) if static else DynamicCache(config=config)
+    cache = StaticCache(config=config, max_cache_len=_aligned(width + room)) if static else DynamicCache(config=config)
     for li, layer in enumerate(cache.layers):
         k0, v0 = spans[0][1].layers[li].keys, spans[0][1].layers[li].values
         shape_k, shape_v = (at, k0.shape[1], width, k0.shape[-1]), (at, v0.shape[1], width, v0.shape[-1])
@@ -407,6 +410,10 @@ def _capture(step):
     return graph, static
 
 
+def _aligned(columns: int) -> int:
+    return -(-columns // CACHE_ALIGN) * CACHE_ALIGN
+
+
 def _window_ok(model, length: int) -> bool:
     """A sliding window (cache indices, not positions, under left padding) must cover every row."""
     window = getattr(model.config.get_text_config(), "sliding_window", None)
@@ -420,9 +427,9 @@ def generate_static(model, inputs: dict, gen_kwargs: dict, graphs: bool = False)
 
     plan = greedy_plan(model, gen_kwargs)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    if plan is None or not _window_ok(model, ids.shape[1] + plan.max_new):
+    if plan is None or not _window_ok(model, _aligned(ids.shape[1] + plan.max_new)):
         return None
-    cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + plan.max_new)
+    cache = StaticCache(config=model.config, max_cache_len=_aligned(ids.shape[1] + plan.max_new))
     with torch.inference_mode():
         out = model(**inputs, position_ids=_positions(mask), **{_cache_name(model): cache}, use_cache=True,
                     **_keep_last_logits(model))
@@ -442,7 +449,8 @@ def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, ge
     if not lengths or any(int(r.ids[-1]) == image_token_id for r in rows):
         return None
     # Mid-row padding shifts cache indices: a sliding window (indices, not positions) must cover all.
-    if not _window_ok(model, max(lengths) + max(len(r.ids) for r in rows) + gen_kwargs.get("max_new_tokens", 0)):
+    if not _window_ok(model, _aligned(max(lengths) + max(len(r.ids) for r in rows) + 1
+                                      + gen_kwargs.get("max_new_tokens", 0))):
         return None
     plan = greedy_plan(model, gen_kwargs) if static_decode else None
     reps = {g: i for i, g in reversed(list(enumerate(group_of))) if g is not None}
