@@ -104,7 +104,8 @@ def test_cuda_graph_decode_matches_eager(tmp_path, build, monkeypatch):
     safe = prefix_sharing._graph_safe(StaticCache(config=eager.model.config, max_cache_len=8))
     registry.clear()
     captured, real = [], prefix_sharing._capture
-    monkeypatch.setattr(prefix_sharing, "_capture", lambda step: captured.append(real(step)) or captured[-1])
+    monkeypatch.setattr(prefix_sharing, "_capture",
+                        lambda step, device: captured.append(real(step, device)) or captured[-1])
     graphs = get_understander(ModelSpec(backend="transformers", model=str(path), params=base))
     assert graphs.cuda_graphs and "shared-prefix decoding with CUDA graphs" in graphs.notes
     assert graphs.answer(reqs) == expected

@@ -381,7 +381,7 @@ def decode_greedy(model, cache, mask: torch.Tensor, pos: torch.Tensor, feed: tor
             with torch.cuda.stream(side):
                 logits = step()
             torch.cuda.current_stream(device).wait_stream(side)
-            graph = _capture(step)
+            graph = _capture(step, device)
             if graph is None:
                 graphs = False
             else:
@@ -398,15 +398,23 @@ def decode_greedy(model, cache, mask: torch.Tensor, pos: torch.Tensor, feed: tor
     return torch.stack(out, 1)
 
 
-def _capture(step):
-    """(graph, its output) of one decode step, or None (logged) where capture fails."""
-    graph = torch.cuda.CUDAGraph()
+def _capture(step, device):
+    """(graph, its output) of one decode step, or None (logged) where capture fails. Captured on a
+    side stream with `capture_begin`/`capture_end` rather than `torch.cuda.graph`, which would
+    synchronise and empty the allocator's cache first (every later chunk would then allocate anew)."""
+    graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
     try:
-        with torch.cuda.graph(graph):
-            static = step()
+        with torch.cuda.stream(side):
+            graph.capture_begin()
+            try:
+                static = step()
+            finally:
+                graph.capture_end()
     except RuntimeError as err:  # an op that syncs or allocates per call: decode eagerly
         log.warning("CUDA graph capture of the decode step failed (%s); decoding eagerly", err)
         return None
+    torch.cuda.current_stream(device).wait_stream(side)
     return graph, static
 
 
