@@ -85,7 +85,8 @@ def main(argv=None) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     items = args.items or (4 if args.quick else 16)
     pipe, shapes = backends.build_pix2pix(args.quick, device, dtype)
-    folder = Path(tempfile.mkdtemp(prefix="g2u-edit-")) / "pix2pix"
+    tmp = tempfile.TemporaryDirectory(prefix="g2u-edit-")  # removed at exit
+    folder = Path(tmp.name) / "pix2pix"
     pipe.save_pretrained(folder)
     label = backends.params_label(pipe.unet, pipe.vae, pipe.text_encoder)
     del pipe
