@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 PROMPTS = ("make it sharper and more detailed", "zoom out and show more of the scene", "turn it into a line drawing")
 # (row label, generator params on top of the common ones)
 VARIANTS = (
-    ("project, encode_once off", {"encode_once": False}),
+    ("project (encode_once off)", {"encode_once": False}),
     ("project (encode_once)", {}),
     ("+ channels_last + fuse_qkv", {"channels_last": True, "fuse_qkv": True}),
     ("+ compile", {"compile": True}),
