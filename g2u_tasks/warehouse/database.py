@@ -1,7 +1,7 @@
 """DuckDB warehouse: derived from the store, loaded idempotently.
 
 Each load replaces the rows it supersedes (same key) inside one transaction, so re-running a job
-never duplicates a row."""
+never duplicates a row; a run's large parts are staged first, committed part by part (STAGE_SCHEMA)."""
 from __future__ import annotations
 
 import os
