@@ -47,6 +47,8 @@ READ_ONLY_SETTINGS = {
 }
 LOCK_WAIT_ENV = "G2U_WAREHOUSE_LOCK_WAIT_S"
 DEFAULT_LOCK_WAIT_S = 60.0
+# Row groups of the read-write warehouse (DuckDB default 122,880): see `_attach_read_write`.
+ROW_GROUP_ROWS = 16_384
 
 
 class WarehouseLockedError(RuntimeError):
@@ -81,7 +83,8 @@ def connect(path: str | Path, read_only: bool = False, lock_wait_s: float | None
     deadline, delay = time.monotonic() + wait, 0.25
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_SETTINGS if read_only else {})
+            con = (duckdb.connect(str(path), read_only=True, config=READ_ONLY_SETTINGS) if read_only
+                   else _attach_read_write(path))
             break
         except duckdb.IOException as err:
             if not _is_lock_error(err):
@@ -100,6 +103,22 @@ def connect(path: str | Path, read_only: bool = False, lock_wait_s: float | None
         con.close()
         if _is_write_failure(err):
             raise WarehouseWriteError(f"warehouse {path} not writable, nothing was loaded: {_cause(err)}") from err
+        raise
+    return con
+
+
+def _attach_read_write(path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse attached under its usual catalog name (the file's stem) with row groups of
+    `ROW_GROUP_ROWS`: a transaction's inserted rows stay in memory only until they fill a row group
+    (then DuckDB writes them to the file ahead of the commit), so the load's one move-in
+    transaction holds a bounded number of rows however large the run."""
+    con = duckdb.connect()
+    try:
+        name = '"' + path.stem.replace('"', '""') + '"'
+        con.execute(f"ATTACH ? AS {name} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})", [str(path)])
+        con.execute(f"USE {name}")
+    except BaseException:
+        con.close()
         raise
     return con
 
