@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import csv
 import dataclasses
 import functools
 import heapq
 import io
+import itertools
 import json
 import math
 import os
@@ -32,6 +34,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import fsspec
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from g2u_tasks import images as imaging
@@ -66,6 +70,7 @@ class _Rows:
     rows: list[dict[str, Any]]
     numbers: list[int]  # row number (1-based, header excluded) of each parsed row
     broken: list[_Broken]
+    read_cell: Callable[["ValueCell"], Any] | None = None  # Parquet/JSONL: a ValueCell's value
 
 
 def image_policy(images: ImagesConfig | Mapping[str, Any] | None) -> ImagesConfig:
@@ -98,8 +103,8 @@ def iter_benchmark(
 
     `prepare_rows`, if given, rewrites the raw rows (all of them, before `limit` for TSV) before items
     are made: renames, value conversions, derived columns (g2u_tasks/adapters.py); it keeps their
-    order. A TSV's image cells stay in the file until their item is made (`TsvCell`), so a hook sees
-    them as such. `images`: the image policy (RunConfig.images); None is the safe default."""
+    order. Image cells stay in the file until their item is made (TSV: `TsvCell`; Parquet, JSONL:
+    `ValueCell`, also any other binary Parquet column), so a hook sees them as such; a null cell is None. `images`: the image policy (RunConfig.images); None is the safe default."""
     if question_type is not None and question_type not in QUESTION_TYPES:
         raise ValueError(f"benchmark {name!r}: question_type must be one of {QUESTION_TYPES}, got {question_type!r}")
     if limit is not None and limit < 0:
@@ -148,7 +153,7 @@ def _items(name: str, source: str, fs: Any, path: str, suffix: str, question_typ
             images_of = _tsv_image_reader(rows, policy, functools.partial(_tsv_cell, f))
         else:
             images_source = ImageSource(fs, posixpath.dirname(path), options, policy)
-            images_of = _value_image_reader(images_source)
+            images_of = _value_image_reader(images_source, table.read_cell)
         broken = table.broken
         if limit is not None:  # the first `limit` rows of the file, broken ones included
             kept = set(sorted([*numbers, *(b.number for b in broken)])[:limit])
@@ -161,6 +166,9 @@ def _items(name: str, source: str, fs: Any, path: str, suffix: str, question_typ
 
         def made() -> Iterator[tuple[int, Item]]:
             for number, row in zip(numbers, rows):
+                if table.read_cell is not None:  # a deferred cell a hook moved out of the image columns
+                    row = {k: table.read_cell(v) if isinstance(v, ValueCell) and k not in IMAGE_COLUMNS else v
+                           for k, v in row.items()}
                 errors = [e for e in [cell_text(row.get("load_error"))] if e]  # from the adapter's row hooks
                 item_id, id_error = _item_id(row, id_column, number)
                 if id_error:
@@ -329,17 +337,73 @@ def _swallowed_rows(cells: list[str], width: int) -> bool:
     return any(part.count("\t") >= width - 1 for part in inner_lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class ValueCell:
+    """A Parquet or JSONL cell left in the file until its item is made: column `column` of the row
+    at `at` (Parquet: the row's index in the file; JSONL: the byte offset of its line)."""
+
+    at: int
+    column: str
+
+
+PARQUET_BATCH_ROWS = 256  # rows read at once while scanning a Parquet file
+
+
+def _holds_binary(typ: pa.DataType) -> bool:
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or pa.types.is_fixed_size_binary(typ):
+        return True
+    return any(_holds_binary(typ.field(i).type) for i in range(typ.num_fields))
+
+
 def _read_parquet(f: Any, limit: int | None) -> _Rows:
-    df = pl.read_parquet(f, n_rows=limit)
-    return _Rows(df.columns, df.to_dicts(), list(range(1, df.height + 1)), [])
+    """Batch by batch: image columns (and any other column holding binary) stay in the file as
+    `ValueCell`s (None where null), read back a row group at a time by `_ParquetValues`."""
+    pf = pq.ParquetFile(f)
+    schema = pf.schema_arrow
+    deferred = [n for n in schema.names if n in IMAGE_COLUMNS or _holds_binary(schema.field(n).type)]
+    rows: list[dict[str, Any]] = []
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        if limit is not None:
+            batch = batch.slice(0, max(0, limit - len(rows)))
+        if batch.num_rows == 0:
+            break
+        start = len(rows)
+        small = batch.drop_columns(deferred)
+        cells = pl.from_arrow(small).to_dicts() if small.num_columns else [{} for _ in range(batch.num_rows)]
+        nulls = {c: batch.column(c).is_null().to_pylist() for c in deferred}
+        rows += [{c: cells[i][c] if c not in nulls else None if nulls[c][i] else ValueCell(start + i, c)
+                  for c in schema.names} for i in range(batch.num_rows)]
+    return _Rows(schema.names, rows, list(range(1, len(rows) + 1)), [], _ParquetValues(pf))
+
+
+class _ParquetValues:
+    """A `ValueCell`'s value, read with its row group's column (the row group kept for the next call:
+    items are made in file order)."""
+
+    def __init__(self, pf: pq.ParquetFile):
+        self.pf = pf
+        self.ends = list(itertools.accumulate(pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)))
+        self.group: int | None = None
+        self.columns: dict[str, list[Any]] = {}
+
+    def __call__(self, cell: ValueCell) -> Any:
+        group = bisect.bisect_right(self.ends, cell.at)
+        if group != self.group:
+            self.group, self.columns = group, {}
+        if cell.column not in self.columns:
+            table = self.pf.read_row_group(group, columns=[cell.column])
+            self.columns[cell.column] = pl.from_arrow(table).to_series().to_list()
+        return self.columns[cell.column][cell.at - (self.ends[group - 1] if group else 0)]
 
 
 def _read_jsonl(f: Any, limit: int | None) -> _Rows:
-    """Line by line: a malformed line is one broken row; mixed cell types do not stop the load."""
+    """Line by line: a malformed line is one broken row; mixed cell types do not stop the load. Image
+    values other than short references stay in the file as `ValueCell`s (the line is parsed again)."""
     columns: dict[str, None] = {}
-    table = _Rows([], [], [], [])
-    number = 0
+    table = _Rows([], [], [], [], functools.partial(_jsonl_cell, f))
+    number = offset = 0
     for line_no, raw in enumerate(f, start=1):
+        at, offset = offset, offset + len(raw)
         if limit is not None and number >= limit:
             break
         line = raw.decode("utf-8", errors="replace").strip()
@@ -354,11 +418,20 @@ def _read_jsonl(f: Any, limit: int | None) -> _Rows:
         if not isinstance(row, dict):
             table.broken.append(_Broken(number, f"line {line_no} is not a JSON object", line[:_SHOWN]))
             continue
+        for c in IMAGE_COLUMNS:
+            value = row.get(c)
+            if value is not None and not (isinstance(value, str) and len(value) <= POINTER_MAX_CHARS):
+                row[c] = ValueCell(at, c)
         columns.update(dict.fromkeys(row))
         table.rows.append(row)
         table.numbers.append(number)
     table.columns = list(columns)
     return table
+
+
+def _jsonl_cell(f: Any, cell: ValueCell) -> Any:
+    f.seek(cell.at)
+    return json.loads(f.readline())[cell.column]
 
 
 # ---------------------------------------------------------------- items
@@ -607,10 +680,14 @@ def _inside(path: str, root: str) -> bool:
     return path in (root, base) or path.startswith(base + "/") or path.startswith(base + os.sep)
 
 
-def _value_image_reader(source: ImageSource) -> Callable[[dict[str, Any]], _Images]:
-    """Parquet/JSONL: bytes, {bytes, path} structs, base64 strings or references (ImageSource)."""
+def _value_image_reader(source: ImageSource,
+                        read_cell: Callable[[ValueCell], Any]) -> Callable[[dict[str, Any]], _Images]:
+    """Parquet/JSONL: bytes, {bytes, path} structs, base64 strings or references (ImageSource);
+    `ValueCell`s are read from the file first."""
 
     def to_bytes(value: Any) -> bytes:
+        if isinstance(value, ValueCell):
+            value = read_cell(value)
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
         if isinstance(value, dict):
@@ -632,6 +709,8 @@ def _value_image_reader(source: ImageSource) -> Callable[[dict[str, Any]], _Imag
 
     def read(row: dict[str, Any]) -> _Images:
         value = next((row[c] for c in IMAGE_COLUMNS if row.get(c) is not None), None)
+        if isinstance(value, ValueCell):
+            value = read_cell(value)
         if value is None:
             return [], ["image 0: no image in row"], []
         values = list(value) if isinstance(value, (list, tuple)) else [value]

@@ -55,7 +55,7 @@ class _Group:
     benchmark: str  # the declaration's spelling
     suite: ScoringSuite
     note: str
-    rows: dict[str, Row]  # item_id -> scored row
+    rows: dict[str, Row]  # item_id -> scored row (none kept when the suite has no aggregation)
 
 
 @dataclass
@@ -95,8 +95,9 @@ def score_run(items: pl.DataFrame, predictions: pl.DataFrame, judge: JudgeSpec |
             rows = {i: row_from_item(by_ref[(benchmark, i)], out)
                     for i, out in zip(part["item_id"], part["raw_output"]) if (benchmark, i) in by_ref}
             note = score_rows(suite, list(rows.values()), pool)
-            run.groups[tuple(key)] = _Group(label, suite, note, rows)
             scored.append(_fill(part, rows))
+            # metrics() re-aggregates a group's rows only for a suite with an aggregation: keep none otherwise
+            run.groups[tuple(key)] = _Group(label, suite, note, rows if suite.aggregate is not None else {})
     finally:
         pool.close()
     if scored:

@@ -62,7 +62,7 @@ TEMP_GRACE_S = 3600.0  # a temp file younger than this may belong to a live writ
 STATUSES = ("ok", "failed")
 COMMIT_ATTEMPTS = 8  # bounded retry of conflicting commits
 COMMIT_BACKOFF_S = 0.05  # first backoff; doubles per attempt, with jitter
-SLICE_ROWS = 16384  # manifest rows a sliced read holds at once
+SLICE_ROWS = 4096  # manifest rows a sliced read holds at once
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")

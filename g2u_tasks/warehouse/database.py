@@ -1,7 +1,7 @@
 """DuckDB warehouse: derived from the store, loaded idempotently.
 
 Each load replaces the rows it supersedes (same key) inside one transaction, so re-running a job
-never duplicates a row."""
+never duplicates a row; a run's large parts are staged first, committed part by part (STAGE_SCHEMA)."""
 from __future__ import annotations
 
 import os
@@ -47,6 +47,8 @@ READ_ONLY_SETTINGS = {
 }
 LOCK_WAIT_ENV = "G2U_WAREHOUSE_LOCK_WAIT_S"
 DEFAULT_LOCK_WAIT_S = 60.0
+# Row groups of the read-write warehouse (DuckDB default 122,880): see `_attach_read_write`.
+ROW_GROUP_ROWS = 16_384
 
 
 class WarehouseLockedError(RuntimeError):
@@ -81,7 +83,8 @@ def connect(path: str | Path, read_only: bool = False, lock_wait_s: float | None
     deadline, delay = time.monotonic() + wait, 0.25
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_SETTINGS if read_only else {})
+            con = (duckdb.connect(str(path), read_only=True, config=READ_ONLY_SETTINGS) if read_only
+                   else _attach_read_write(path))
             break
         except duckdb.IOException as err:
             if not _is_lock_error(err):
@@ -100,6 +103,22 @@ def connect(path: str | Path, read_only: bool = False, lock_wait_s: float | None
         con.close()
         if _is_write_failure(err):
             raise WarehouseWriteError(f"warehouse {path} not writable, nothing was loaded: {_cause(err)}") from err
+        raise
+    return con
+
+
+def _attach_read_write(path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse attached under its usual catalog name (the file's stem) with row groups of
+    `ROW_GROUP_ROWS`: a transaction's inserted rows stay in memory only until they fill a row group
+    (then DuckDB writes them to the file ahead of the commit), so the load's one move-in
+    transaction holds a bounded number of rows however large the run."""
+    con = duckdb.connect()
+    try:
+        name = '"' + path.stem.replace('"', '""') + '"'
+        con.execute(f"ATTACH ? AS {name} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})", [str(path)])
+        con.execute(f"USE {name}")
+    except BaseException:
+        con.close()
         raise
     return con
 
@@ -140,7 +159,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("_empty")
 
 
-SLICE_ROWS = 16384  # rows of a table converted to Arrow and handed to DuckDB at once
+SLICE_ROWS = 4096  # rows of a table converted to Arrow and handed to DuckDB at once
 
 
 def _arrow(name: str, data: pa.Table | pl.DataFrame, columns: Iterable[str] | None = None) -> pa.Table:
@@ -167,6 +186,12 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, arrow: pa.Table) -> None:
     con.unregister("_new")
 
 
+# A load's parts wait here, each committed on its own, for the one short transaction that moves them
+# into the real tables: a transaction holding every part of a run grows with the run (issue 12). A
+# schema of its own, so no report or `main` table sees them; emptied before and dropped after a load.
+STAGE_SCHEMA = "g2u_load_stage"
+
+
 def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFrame],
          before: list[tuple[str, list]] = (),
          parts: dict[str, Iterable[pa.Table | pl.DataFrame]] | None = None,
@@ -176,44 +201,57 @@ def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFra
     first, then the slices are inserted. `parts`: tables appended part by part, never held whole;
     their rows replace nothing (a `before` statement deletes what they supersede), and the runs they
     belong to must be among those `tables` load. `keyed_parts`: tables upserted part by part, never
-    held whole, each part replacing the rows with its keys; the caller keeps every key within one
-    part. A write that fails (disk full) raises WarehouseWriteError, loading nothing."""
-    written = {}
-    con.execute("BEGIN TRANSACTION")
+    held whole, replacing the rows with their keys. Parts are staged first (STAGE_SCHEMA), then moved
+    in by the one transaction. A write that fails (disk full) raises WarehouseWriteError, loading nothing."""
     try:
+        written = _stage(con, {**(keyed_parts or {}), **(parts or {})})
+        con.execute("BEGIN TRANSACTION")
         for sql, params in before:
             con.execute(sql, params)
         # before the rows they compare with are replaced
         stale = set(views.affected_runs(con, {name: _narrow(name, data) for name, data in tables.items()}))
+        for name in keyed_parts or {}:
+            if name == "thoughts":  # runs using a thought it changes
+                stale.update(views.affected_runs(con, {}, f"{STAGE_SCHEMA}.{name}"))
+            _delete_superseded(con, name, [f"{STAGE_SCHEMA}.{name}"])
         for name, data in tables.items():
             _delete_superseded(con, name, _slices(name, data, REPLACE_KEYS[name]))
             written[name] = 0
             for arrow in _slices(name, data):
                 _insert(con, name, arrow)
                 written[name] += arrow.num_rows
-        for name, stream in (keyed_parts or {}).items():
-            written[name] = 0
-            for part in stream:
-                stale.update(views.affected_runs(con, {name: _narrow(name, part)}))
-                _delete_superseded(con, name, [_arrow(name, part, REPLACE_KEYS[name])])
-                _insert(con, name, _arrow(name, part))
-                written[name] += len(part)
-        for name, stream in (parts or {}).items():
-            written[name] = 0
-            for part in stream:
-                arrow = _arrow(name, part)
-                _insert(con, name, arrow)
-                written[name] += arrow.num_rows
+        for name in written.keys() - tables.keys():
+            cols = ", ".join(f'"{c}"' for c in con.table(f"{STAGE_SCHEMA}.{name}").columns)
+            con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {STAGE_SCHEMA}.{name}")
         views.refresh_runs(con, sorted(stale))  # the per-run derived tables reports read, in the same transaction
         con.execute("COMMIT")
     except Exception as err:
         try:
             con.execute("ROLLBACK")
         except duckdb.TransactionException:
-            pass  # a failed COMMIT has already ended the transaction; keep the error that matters
+            pass  # no transaction, or a failed COMMIT has already ended it; keep the error that matters
         if _is_write_failure(err):
             raise WarehouseWriteError(f"warehouse load not written, nothing was loaded: {_cause(err)}") from err
         raise
+    con.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
+    return written
+
+
+def _stage(con: duckdb.DuckDBPyConnection, streams: dict[str, Iterable[pa.Table | pl.DataFrame]]) -> dict[str, int]:
+    """Each table's parts appended to an empty staging copy of it, each part committed on its own;
+    a killed load's leftovers are dropped first. Returns rows staged per table."""
+    con.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
+    if not streams:
+        return {}
+    con.execute(f"CREATE SCHEMA {STAGE_SCHEMA}")
+    written = {}
+    for name, stream in streams.items():
+        con.execute(f"CREATE TABLE {STAGE_SCHEMA}.{name} AS SELECT * FROM {name} LIMIT 0")
+        written[name] = 0
+        for part in stream:
+            arrow = _arrow(name, part)
+            _insert(con, f"{STAGE_SCHEMA}.{name}", arrow)
+            written[name] += arrow.num_rows
     return written
 
 
@@ -222,11 +260,14 @@ def _narrow(name: str, data: pa.Table | pl.DataFrame) -> pa.Table:
     return _arrow(name, data, ("run_id", "thought_id", *views.THOUGHT_COLUMNS))
 
 
-def _delete_superseded(con: duckdb.DuckDBPyConnection, name: str, key_slices: Iterable[pa.Table]) -> None:
-    """Delete the rows of `name` whose keys (REPLACE_KEYS) these slices hold."""
+def _delete_superseded(con: duckdb.DuckDBPyConnection, name: str, keys: Iterable[pa.Table | str]) -> None:
+    """Delete the rows of `name` whose keys (REPLACE_KEYS) these slices (or tables, by name) hold."""
     cond = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in REPLACE_KEYS[name])
-    for arrow in key_slices:
-        con.register("_new", arrow)
+    for source in keys:
+        if isinstance(source, str):
+            con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM {source} n WHERE {cond})")
+            continue
+        con.register("_new", source)
         con.execute(f"DELETE FROM {name} t WHERE EXISTS (SELECT 1 FROM _new n WHERE {cond})")
         con.unregister("_new")
 

@@ -19,7 +19,7 @@ from g2u_tasks.warehouse.validation import validate
 
 # what scoring reads of a prediction
 SCORING_COLUMNS = ["run_id", "benchmark", "item_id", "condition", "mode", "seed", "raw_output"]
-CHUNK_ROWS = 16384  # rows validated and loaded at once
+CHUNK_ROWS = 4096  # rows validated and loaded at once (what a chunk costs grows with it)
 _ROW = "_chunk_row"
 
 

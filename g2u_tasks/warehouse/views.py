@@ -113,9 +113,11 @@ def ensure_views(con: duckdb.DuckDBPyConnection, schemas: dict[str, pa.Schema], 
         raise
 
 
-def affected_runs(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> list[str]:
+def affected_runs(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table],
+                  staged_thoughts: str | None = None) -> list[str]:
     """Before a load: the runs whose derived rows it changes (runs it loads, and runs using a thought whose
-    columns the models read change); empty when the warehouse has no derived tables."""
+    columns the models read change); empty when the warehouse has no derived tables. `staged_thoughts`: a
+    table of new thoughts already in the warehouse (a load's staging table), besides `tables`' own."""
     if state(con) is None:
         return []
     runs = {r for name in RUN_TABLES if name in tables for r in tables[name].column("run_id").to_pylist()}
@@ -123,14 +125,22 @@ def affected_runs(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -
     if new is not None and new.num_rows:
         cols = [c for c in THOUGHT_COLUMNS if c in new.schema.names]
         con.register("_thoughts_new", new.select(["thought_id", *cols]))
-        differs = " OR ".join(f'n."{c}" IS DISTINCT FROM o."{c}"' for c in cols) or "false"
-        runs |= {r[0] for r in con.execute(f"""
-            SELECT DISTINCT r.run_id FROM derived_run_thoughts r
-            JOIN _thoughts_new n ON n.thought_id = r.thought_id
-            LEFT JOIN stg_thoughts o ON o.thought_id = n.thought_id
-            WHERE o.thought_id IS NULL OR {differs}""").fetchall()}
+        runs |= _runs_using_changed(con, "_thoughts_new", cols)
         con.unregister("_thoughts_new")
+    if staged_thoughts is not None:
+        have = set(con.table(staged_thoughts).columns)
+        runs |= _runs_using_changed(con, staged_thoughts, [c for c in THOUGHT_COLUMNS if c in have])
     return sorted(r for r in runs if r is not None)
+
+
+def _runs_using_changed(con: duckdb.DuckDBPyConnection, new: str, cols: list[str]) -> set[str]:
+    """The runs using a thought of table `new` that is new or whose `cols` differ from the stored row."""
+    differs = " OR ".join(f'n."{c}" IS DISTINCT FROM o."{c}"' for c in cols) or "false"
+    return {r[0] for r in con.execute(f"""
+        SELECT DISTINCT r.run_id FROM derived_run_thoughts r
+        JOIN {new} n ON n.thought_id = r.thought_id
+        LEFT JOIN stg_thoughts o ON o.thought_id = n.thought_id
+        WHERE o.thought_id IS NULL OR {differs}""").fetchall()}
 
 
 def refresh_runs(con: duckdb.DuckDBPyConnection, run_ids: Iterable[str]) -> None:

@@ -235,6 +235,33 @@ def test_jsonl_malformed_lines_become_quarantine_rows(tmp_path):
     assert [it.item_id for it in load_benchmark("J", str(path), limit=3)] == ["a", "row-2", "row-3"]
 
 
+def test_parquet_and_jsonl_are_read_as_streams_with_images_read_back(tmp_path):
+    """Rows keep ValueCells (None where null) instead of image values; each item gets its own image
+    back, across Parquet row groups and JSONL lines, with a limit too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from g2u_tasks.benchmarks.loaders import ValueCell, _read_jsonl, _read_parquet
+
+    colours = [png((20 * i, 0, 0)) for i in range(7)]
+    images = [{"bytes": c, "path": None} for c in colours]
+    images[3] = None  # a null image cell
+    pq.write_table(pa.table({"index": [str(i) for i in range(7)], "question": ["Q"] * 7, "answer": ["no"] * 7,
+                             "image": images, "blob": [b"x"] * 7}), tmp_path / "b.parquet", row_group_size=3)
+    write_jsonl(tmp_path / "b.jsonl", [{"index": str(i), "question": "Q", "answer": "no",
+                                        "image": None if i == 3 else b64(c)} for i, c in enumerate(colours)])
+    for name, read in (("b.parquet", _read_parquet), ("b.jsonl", _read_jsonl)):
+        with open(tmp_path / name, "rb") as f:
+            table = read(f, None)
+        assert [isinstance(r["image"], ValueCell) for r in table.rows] == [True, True, True, False, True, True, True]
+        assert table.rows[3]["image"] is None
+        items = load_benchmark("S", str(tmp_path / name))
+        assert [it.images for it in items] == [(c,) if i != 3 else () for i, c in enumerate(colours)]
+        assert "no image in row" in items[3].image_error
+        assert [it.images for it in load_benchmark("S", str(tmp_path / name), limit=5)][4] == (colours[4],)
+    # another binary column is deferred too, and read back for the item's extra
+    assert load_benchmark("S", str(tmp_path / "b.parquet"))[6].extra["blob"].startswith("<1 bytes sha256=")
+
+
 def test_parquet_bad_rows_among_good(tmp_path):
     (tmp_path / "r.png").write_bytes(RED)
     df = pl.DataFrame({

@@ -174,6 +174,8 @@ def test_kill_9_at_every_stage_then_the_warehouse_equals_a_clean_run(tmp_path):
 
     assert _count(killed) == n_thoughts, "a thought was generated twice"
     assert _tables(killed / "wh.duckdb") == _tables(clean / "wh.duckdb")
+    with duckdb.connect(str(killed / "wh.duckdb"), read_only=True) as con:  # the killed load's staging is gone
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'g2u_load_stage'").fetchone() == (0,)
     store = ThoughtStore(str(killed / "store"))
     store.remove_temp_files(older_than_s=0)
     assert store.temp_files() == []

@@ -86,6 +86,33 @@ def test_failed_load_rolls_back(tmp_path):
     con.close()
 
 
+def _staged_tables(con):
+    return con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ?",
+                       [warehouse.STAGE_SCHEMA]).fetchall()
+
+
+def test_parts_are_staged_then_moved_in_by_one_transaction(tmp_path):
+    """A load whose parts stop midway (a killed or failing load) changes no table and leaves at most its
+    staging tables, which the next load drops; a finished load replaces the run's parts and keyed rows."""
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    warehouse.load(con, {}, parts={"predictions": [_preds()]})
+    before = con.execute("SELECT * FROM predictions ORDER BY ALL").fetchall()
+
+    def broken():
+        yield _preds(run_id="r2")
+        raise OSError("part file gone")
+
+    with pytest.raises(OSError, match="part file gone"):
+        warehouse.load(con, {}, parts={"predictions": broken()})
+    assert con.execute("SELECT * FROM predictions ORDER BY ALL").fetchall() == before
+    assert _staged_tables(con) == [("predictions",)]  # its leftover, staged and committed
+    written = warehouse.load(con, {}, before=[("DELETE FROM predictions WHERE run_id = ?", ["r1"])],
+                             parts={"predictions": [_preds().slice(0, 2), _preds().slice(2)]})
+    assert written == {"predictions": 4} and _staged_tables(con) == []
+    assert con.execute("SELECT * FROM predictions ORDER BY ALL").fetchall() == before
+    con.close()
+
+
 def test_gain_report_computes_gain_over_baseline(tmp_path):
     path = tmp_path / "w.duckdb"
     con = warehouse.connect(path)
