@@ -10,8 +10,9 @@ PNG decode, prompt building, requests, scoring, validation, the DuckDB load, and
     python perf/orchestration.py --items 500 2000 --repo ../before --repo .   # two checkouts side by side
 
 prints per stage and size: wall seconds, CPU seconds of the run's process plus its Prefect server (the
-endpoint's are not counted), CPU ms per item, and the total as a share of the sweep's GPU time
-(`--gpu-s-per-item`, 0.35: a 9-prompt item sweep, baseline + 4 families x concat/replace, on one H200).
+endpoint's are not counted), CPU ms per item, the Prefect server's part of the total, and the total as a
+share of the sweep's GPU time (`--gpu-s-per-item`, 0.35: a 9-prompt item sweep, baseline + 4 families x
+concat/replace, on one H200).
 The goal: <= 5 %, and CPU per item flat as the size grows (linear growth). On a shared machine CPU
 seconds are the measure; wall seconds also count the wait for the cores.
 `--profile DIR`: a py-spy flame graph of each size's run process (py-spy must be on PATH)."""
@@ -35,18 +36,18 @@ from scale_memory import instant_endpoint, sized_runs_parser, write_benchmark  #
 STAGES = ("materialise", "understand", "load")
 
 
-def cpu_seconds() -> float:
+def cpu_seconds() -> tuple[float, float]:
     """User + system CPU of this process (all threads) and of its live children (the Prefect server)."""
     import psutil
 
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    children = 0.0
     for child in me.children(recursive=True):
         try:
-            total += sum(child.cpu_times()[:2])
+            children += sum(child.cpu_times()[:2])
         except psutil.NoSuchProcess:
             pass
-    return total
+    return sum(me.cpu_times()[:2]), children
 
 
 def child(n: int, root: Path, base_url: str, batch_size: int, batches_per_task: int | None) -> dict:
@@ -77,10 +78,12 @@ def child(n: int, root: Path, base_url: str, batch_size: int, batches_per_task: 
                  "understand": lambda: run_understanding(ref, result["version"], None),
                  "load": lambda: validate_and_load(ref, result["run_id"], result["version"])}
         for stage in STAGES:
-            wall, cpu = time.perf_counter(), cpu_seconds()
+            wall, (own, server) = time.perf_counter(), cpu_seconds()
             out = calls[stage]()
             result[f"{stage}_s"] = round(time.perf_counter() - wall, 2)
-            result[f"{stage}_cpu_s"] = round(cpu_seconds() - cpu, 2)
+            own_after, server_after = cpu_seconds()
+            result[f"{stage}_cpu_s"] = round(own_after - own + server_after - server, 2)
+            result[f"{stage}_server_cpu_s"] = round(server_after - server, 2)
             if stage == "materialise":
                 result["version"] = out["dataset_version"]
             elif stage == "understand":
@@ -116,21 +119,23 @@ def table(rows: list[dict], gpu_s_per_item: float) -> str:
     """One row per run; `marginal`: the CPU of each further item (against the previous, smaller
     size with the same batches_per_task), what a 10,000-item run pays per item beyond its fixed cost."""
     head = " | ".join(f"{s} s | {s} CPU s | {s} CPU ms/item" for s in STAGES)
-    lines = [f"| items | code | batches per task | {head} | total CPU ms/item | vs GPU time | marginal CPU ms/item | "
-             "marginal vs GPU time |", "|---:|---|---:|" + "---:|" * (3 * len(STAGES) + 4)]
+    lines = [f"| items | code | batches per task | {head} | total CPU ms/item | of it Prefect server | "
+             "vs GPU time | marginal CPU ms/item | marginal vs GPU time |", "|---:|---|---:|" + "---:|" * (3 * len(STAGES) + 5)]
     previous: dict[tuple, dict] = {}
     for r in rows:
         n, k = r["items"], (r["code"], r["batches_per_task"])
         cells = " | ".join(f"{r[f'{s}_s']:.1f} | {r[f'{s}_cpu_s']:.1f} | {1000 * r[f'{s}_cpu_s'] / n:.1f}"
                            for s in STAGES)
         cpu = sum(r[f"{s}_cpu_s"] for s in STAGES)
+        server = sum(r[f"{s}_server_cpu_s"] for s in STAGES)
         before = previous.get(k)
         if before and before["items"] < n:
             marginal = (cpu - sum(before[f"{s}_cpu_s"] for s in STAGES)) / (n - before["items"])
             extra = f"{1000 * marginal:.1f} | {marginal / gpu_s_per_item:.1%}"
         else:
             extra = "– | –"
-        lines.append(f"| {n:,} | {k[0]} | {k[1]} | {cells} | {1000 * cpu / n:.1f} | {cpu / n / gpu_s_per_item:.1%} | {extra} |")
+        lines.append(f"| {n:,} | {k[0]} | {k[1]} | {cells} | {1000 * cpu / n:.1f} | {1000 * server / n:.1f} | "
+                     f"{cpu / n / gpu_s_per_item:.1%} | {extra} |")
         previous[k] = r
     return "\n".join(lines)
 

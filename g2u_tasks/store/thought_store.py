@@ -3,7 +3,7 @@
 Layout under the root (any fsspec URI: file://, bare local path, s3://):
   thoughts/blobs/<sha[:2]>/<sha>.png   written once
   thoughts/manifest/                   Delta table, THOUGHTS_SCHEMA, one commit per materialisation
-  thoughts/pending/<thought_id>.json   resume journal: finished rows not yet committed
+  thoughts/pending/<batch>.jsonl       resume journal: a batch's finished rows not yet committed
   runs/<run_id>/<name>.parquet|.json
   runs/<run_id>/<name>/part-<index>.parquet   a table written batch by batch (predictions)
 
@@ -521,56 +521,76 @@ class ThoughtStore:
         return removed, kept
 
     # ---- resume journal --------------------------------------------------------
+    # One file per generated batch (one write and one fsync per batch, not per thought), one JSON row
+    # a line, named after the batch's thought ids; written whole (temp file + rename) or not at all.
     @staticmethod
-    def _pending_rel(thought_id: str) -> str:
-        if not _SHA_RE.match(thought_id):
-            raise ValueError(f"not a thought id: {thought_id!r}")
-        return f"{PENDING_DIR}/{thought_id}.json"
+    def _pending_rel(thought_ids: list[str]) -> str:
+        for tid in thought_ids:
+            if not isinstance(tid, str) or not _SHA_RE.match(tid):
+                raise ValueError(f"not a thought id: {tid!r}")
+        return f"{PENDING_DIR}/{sha256_hex(' '.join(thought_ids).encode())}.jsonl"
 
-    def put_pending(self, row: dict[str, Any]) -> None:
-        """Journal a finished ok row (its blob already stored) until a commit takes it."""
-        text = json.dumps(row, sort_keys=True, default=_json_default)
-        self._write_atomic(self._pending_rel(row["thought_id"]), text.encode("utf-8"))
+    def put_pending(self, rows: list[dict[str, Any]]) -> None:
+        """Journal a batch's finished ok rows (their blobs already stored) until a commit takes them."""
+        if not rows:
+            return
+        text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows)
+        self._write_atomic(self._pending_rel([r["thought_id"] for r in rows]), text.encode("utf-8"))
 
-    def _pending_names(self) -> set[str]:
+    def _pending_files(self) -> Iterator[tuple[str, list[dict[str, Any] | None]]]:
+        """(path, rows) per journal file; a line that is not a JSON object reads as None."""
         try:
-            return {p.rsplit("/", 1)[-1] for p in self.fs.ls(self._fs_path(PENDING_DIR), detail=False, refresh=True)}
+            paths = self.fs.ls(self._fs_path(PENDING_DIR), detail=False, refresh=True)
         except FileNotFoundError:
-            return set()
+            return
+        for path in sorted(p for p in paths if p.endswith(".jsonl")):
+            try:
+                lines = self.fs.cat_file(path).decode("utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):  # gone (a concurrent clear) or foreign
+                continue
+            yield path, [_json_object(line) for line in lines if line.strip()]
 
     def pending_rows(self, thought_ids: Iterable[str]) -> list[dict[str, Any]]:
         """Journaled rows for these ids whose blob exists and matches its sha256 (others ignored)."""
-        names = self._pending_names()
-        out = []
-        for tid in dict.fromkeys(thought_ids):
-            if f"{tid}.json" not in names:
-                continue
-            try:
-                row = json.loads(self.fs.cat_file(self._fs_path(self._pending_rel(tid))))
-                sha = row["blob_sha256"]
-                ok = row.get("thought_id") == tid and row.get("status") == "ok" and row.get("blob_uri") == self.blob_uri(sha)
-                if ok:
-                    self.read_blob(row["blob_uri"])  # exists and matches its sha256, or raises
-                    row["created_at"] = datetime.fromisoformat(row["created_at"])
-                    out.append(row)
-            except (OSError, ValueError, KeyError, TypeError, StoreIntegrityError):  # torn or foreign: regenerate
-                continue
-        return out
+        wanted = dict.fromkeys(thought_ids)
+        found: dict[str, dict[str, Any]] = {}
+        for _, rows in self._pending_files():
+            for row in rows:
+                tid = row.get("thought_id") if row else None
+                if tid not in wanted or tid in found:
+                    continue
+                try:
+                    sha = row["blob_sha256"]
+                    if row.get("status") == "ok" and row.get("blob_uri") == self.blob_uri(sha):
+                        self.read_blob(row["blob_uri"])  # exists and matches its sha256, or raises
+                        row["created_at"] = datetime.fromisoformat(row["created_at"])
+                        found[tid] = row
+                except (OSError, ValueError, KeyError, TypeError, StoreIntegrityError):  # torn or foreign: regenerate
+                    continue
+        return [found[t] for t in wanted if t in found]
 
     def clear_pending(self, thought_ids: Iterable[str]) -> int:
-        """Drop journal entries of these ids (call once they are ok in the manifest)."""
-        names = self._pending_names()
-        paths = [self._fs_path(self._pending_rel(t)) for t in set(thought_ids) if f"{t}.json" in names]
-        if self._local is None and paths:
-            self.fs.rm(paths)  # one bulk delete; deleting a missing key is not an error on S3
-            return len(paths)
-        removed = 0
-        for path in paths:  # a concurrent writer may clear the same entries
-            try:
+        """Drop the journal entries of these ids (call once they are ok in the manifest): a file whose
+        rows are all among them goes; one that also holds others is rewritten with those. Returns
+        how many entries were dropped."""
+        done = set(thought_ids)
+        removed, gone = 0, []
+        for path, rows in self._pending_files():
+            keep = [r for r in rows if r is not None and r.get("thought_id") not in done]
+            dropped = sum(r is not None for r in rows) - len(keep)
+            if not dropped:
+                continue
+            removed += dropped
+            if keep:
+                text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in keep)
+                self._write_atomic(path[len(self._base) + 1:], text.encode("utf-8"))
+            else:
+                gone.append(path)
+        if self._local is None and gone:
+            self.fs.rm(gone)  # one bulk delete; deleting a missing key is not an error on S3
+        for path in gone if self._local is not None else ():
+            with suppress(FileNotFoundError):  # a concurrent writer may clear the same file
                 os.remove(path)
-                removed += 1
-            except FileNotFoundError:
-                pass
         return removed
 
     # ---- run files -------------------------------------------------------------
@@ -765,6 +785,13 @@ def _mtime(info: dict[str, Any]) -> float | None:
     if isinstance(value, datetime):
         return value.timestamp()
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    with suppress(ValueError):
+        value = json.loads(line)
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def _json_default(value: Any) -> Any:

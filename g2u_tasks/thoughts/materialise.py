@@ -1,8 +1,9 @@
 """Materialise visual thoughts: plan keys, reuse what the store has, generate the rest in batches.
 
-Resume: every finished ok row is journaled next to its blob (ThoughtStore.put_pending); a run that
-was killed before its commit leaves them there, and the next run commits them instead of
-regenerating (recover_pending). commit_thoughts clears the journal once the rows are ok.
+Resume: a batch's finished ok rows are journaled once its blobs are stored (ThoughtStore.put_pending,
+one file per batch); a run that was killed before its commit leaves them there, and the next run
+commits them instead of regenerating (recover_pending). commit_thoughts clears the journal once the
+rows are ok.
 
 prompt_source self|planner: each item x seed has a Plan (g2u_tasks.thoughts.planning); an ok plan gives a
 thought of the chosen family with the model-written instruction as prompt; a parse-failed plan
@@ -223,9 +224,9 @@ def _embed_sims(spec: ModelSpec | None, sources: list, outputs: list) -> list[fl
 
 def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[PlannedThought],
                    similarity_spec: ModelSpec | None = None) -> pa.Table:
-    """Generate, store blobs (before any commit references them), journal each finished row,
+    """Generate, store blobs (before any commit references them), journal the batch's finished rows,
     and return manifest rows. similarity_spec: embed_sim of the ok thoughts, in one batched call."""
-    rows, ready, sources = [], [], []
+    rows, ready, sources, journal = [], [], [], []
     decoded: dict[bytes, Any] = {}  # source bytes -> image (or why not): an item's source decoded once a batch
     for p in batch:
         if not p.generable:  # a plan that failed: record a parse failure once, never generate
@@ -261,6 +262,7 @@ def generate_batch(store: ThoughtStore, gen_spec: ModelSpec, batch: list[Planned
             psnr=psnr, ssim=ssim, psnr_gated=psnr_padded_square(src, out), gen_seconds=cost,
             embed_sim=sim, status="ok", error=None, conditioning=conditioning, gen_text=out.info.get(GEN_TEXT_INFO),
         )
-        store.put_pending(row)
+        journal.append(row)
         rows.append(row)
+    store.put_pending(journal)
     return pa.Table.from_pylist(rows, schema=THOUGHTS_SCHEMA)

@@ -45,7 +45,7 @@ class _State:
         self.prompts: list[str] = []
         self.forms: list[dict[str, str]] = []
         self.chat_bodies: list[dict] = []
-        self.edit_result = "b64_json"  # or "url_relative", "url_other_origin"
+        self.edit_result = "b64_json"  # or "url_relative", "url_other_origin", "url_redirected"
         self.files: dict[str, bytes] = {}
 
 
@@ -106,6 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._edit(_multipart(self.headers["Content-Type"], body))
             elif self.path.startswith("/v1/files/"):
                 self._send(200, st.files[self.path.rsplit("/", 1)[1]], "image/png")
+            elif self.path.startswith("/v1/moved/"):  # a presigned-style redirect to another origin
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{self.server.server_port}/v1/files/"
+                                 + self.path.rsplit("/", 1)[1])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             else:
                 self._send(404, b"{}")
         except (BrokenPipeError, ConnectionResetError):
@@ -145,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             STATE.files[name] = png
             host = "localhost" if STATE.edit_result == "url_other_origin" else ""
             item = {"url": f"http://{host}:{self.server.server_port}/v1/files/{name}" if host else f"/v1/files/{name}"}
+            if STATE.edit_result == "url_redirected":
+                item = {"url": f"/v1/moved/{name}"}
         self._send(200, json.dumps({"data": [item]}).encode())
 
 
@@ -266,7 +274,7 @@ def test_registered_backends_and_base_url_from_env(state, server, monkeypatch):
     assert isinstance(get_generator(ModelSpec(backend="openai", model="m", params=params)).backend, OpenAIGenerator)
 
 
-@pytest.mark.parametrize("result", ["b64_json", "url_relative", "url_other_origin"])
+@pytest.mark.parametrize("result", ["b64_json", "url_relative", "url_other_origin", "url_redirected"])
 def test_image_edit_round_trip(state, server, result):
     state.edit_result = result
     state.fail = [503]  # one transient failure on the way
@@ -284,5 +292,7 @@ def test_image_edit_round_trip(state, server, result):
     ]
     gets = [auth for path, auth in state.seen if path.startswith("/v1/files/")]
     assert len(gets) == (0 if result == "b64_json" else 3)
-    # the key goes only to the configured origin
+    # the key goes only to the configured origin, also when a result URL redirects elsewhere
     assert all(a == (f"Bearer {SECRET}" if result == "url_relative" else None) for a in gets)
+    moved = [auth for path, auth in state.seen if path.startswith("/v1/moved/")]
+    assert moved == ([f"Bearer {SECRET}"] * 3 if result == "url_redirected" else [])

@@ -153,9 +153,9 @@ def test_kill_9_at_every_stage_then_the_warehouse_equals_a_clean_run(tmp_path):
         assert n_thoughts > 0
 
         config = _config(killed, chat.base_url)
-        # 1. while generating: a batch is journaled, the next one is in its generator call
+        # 1. while generating: two batches are journaled, the next one is in its generator call
         pending = killed / "store" / "thoughts" / "pending"
-        _kill_when(_start(config, killed), lambda: len(list(pending.glob("*.json"))) >= 2, "while generating")
+        _kill_when(_start(config, killed), lambda: len(list(pending.glob("*.jsonl"))) >= 2, "while generating")
         assert 0 < _count(killed) < n_thoughts
         # 2. while committing the manifest (every thought generated, the commit not yet written)
         _kill_when(_start(config, killed, "commit"), lambda: (killed / "mark").exists(), "at the commit")
@@ -179,6 +179,6 @@ def test_kill_9_at_every_stage_then_the_warehouse_equals_a_clean_run(tmp_path):
     store = ThoughtStore(str(killed / "store"))
     store.remove_temp_files(older_than_s=0)
     assert store.temp_files() == []
-    assert not list((killed / "store" / "thoughts").glob("pending/*.json"))  # the journal was committed
+    assert not list((killed / "store" / "thoughts").glob("pending/*"))  # the journal was committed
     alive = subprocess.run(["pgrep", "-f", str(killed / "config.json")], capture_output=True, text=True)
     assert alive.stdout.strip() == "", "a killed worker left a process behind"

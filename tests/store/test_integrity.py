@@ -116,7 +116,7 @@ def test_journal_entry_with_corrupt_blob_is_regenerated(tmp_path):
     st = ThoughtStore(str(tmp_path))
     row = _row("f" * 64, st.put_blob(b"journaled"))
     row["created_at"] = "2026-12-01T00:00:00+00:00"
-    st.put_pending(row)
+    st.put_pending([row])
     assert [r["thought_id"] for r in st.pending_rows(["f" * 64])] == ["f" * 64]
     Path(st.location(row["blob_uri"])).write_bytes(b"journalex")
     assert st.pending_rows(["f" * 64]) == []
@@ -203,12 +203,14 @@ def test_verify_lists_and_vacuum_removes_orphan_temp_files(tmp_path):
     st.commit(pa.Table.from_pylist([row], schema=THOUGHTS_SCHEMA))
     live = _row("d" * 64, st.put_blob(b"journaled"))
     live["created_at"] = "2026-12-01T00:00:00+00:00"
-    st.put_pending(live)
-    old = [_temp(st, st.blob_uri("ab" * 32), 2 * HOUR), _temp(st, f"thoughts/pending/{'c' * 64}.json", 3 * HOUR),
+    st.put_pending([live])
+    journal = list((tmp_path / "thoughts/pending").glob("*.jsonl"))
+    assert len(journal) == 1
+    old = [_temp(st, st.blob_uri("ab" * 32), 2 * HOUR), _temp(st, f"thoughts/pending/{'c' * 64}.jsonl", 3 * HOUR),
            _temp(st, "runs/r1/predictions.parquet", 5 * HOUR)]
     young = _temp(st, st.blob_uri("cd" * 32), 60)
     keep = [Path(st.location(row["blob_uri"])), Path(st.location(live["blob_uri"])),
-            Path(st.location(f"thoughts/pending/{'d' * 64}.json"))]
+            *journal]
 
     assert {t.path for t in st.temp_files()} == {str(p.relative_to(tmp_path)) for p in old + [young]}
     res = _cli("verify", "0", "--store", st.root)
@@ -265,7 +267,7 @@ def test_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     assert info.value.errno == errno.ENOSPC and info.value.filename == blob_path
     assert blob_path in str(info.value) and "nothing partial was kept" in str(info.value)
     with pytest.raises(StoreFullError, match="pending"):
-        st.put_pending(_row("a" * 64, ("0" * 64, st.blob_uri("0" * 64))) | {"created_at": None})
+        st.put_pending([_row("a" * 64, ("0" * 64, st.blob_uri("0" * 64))) | {"created_at": None}])
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no blob, no journal entry, no temp file
 
     monkeypatch.undo()

@@ -100,6 +100,11 @@ def _count(counter: Path) -> int:
     return len(counter.read_text().splitlines()) if counter.exists() else 0
 
 
+def _journaled(pending: Path) -> list[str]:
+    """Thought ids in the resume journal (one JSON row a line, one file per batch)."""
+    return sorted(json.loads(line)["thought_id"] for f in pending.glob("*.jsonl") for line in f.read_text().splitlines())
+
+
 def _ok_rows_per_key(store: ThoughtStore) -> dict[str, int]:
     df = store.manifest().filter(pl.col("status") == "ok").group_by("thought_id").len()
     return dict(zip(df["thought_id"].to_list(), df["len"].to_list()))
@@ -112,7 +117,7 @@ def test_sigkill_midway_then_resume_without_regenerating(tmp_path):
     proc = _start(config, tmp_path / "calls-1", G2U_TEST_SLOW_S="0.08")
     pending = root / "thoughts/pending"
     deadline = time.monotonic() + 60
-    while len(list(pending.glob("*.json"))) < 6:
+    while len(_journaled(pending)) < 6:
         assert proc.poll() is None and time.monotonic() < deadline, "worker ended before the kill"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -121,7 +126,7 @@ def test_sigkill_midway_then_resume_without_regenerating(tmp_path):
 
     store = ThoughtStore(f"file://{root}")
     assert store.version() is None and store.manifest().height == 0  # no visible partial version
-    journaled = sorted(p.stem for p in pending.glob("*.json"))
+    journaled = _journaled(pending)
     blobs = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (root / "thoughts/blobs").rglob("*.png")}
     assert 6 <= len(journaled) < n and len(blobs) >= len(journaled)
 
@@ -133,7 +138,7 @@ def test_sigkill_midway_then_resume_without_regenerating(tmp_path):
     assert df.height == n and df["thought_id"].n_unique() == n and set(df["status"]) == {"ok"}
     assert set(journaled) <= set(df["thought_id"])
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in blobs} == blobs  # never rewritten
-    assert not list(pending.glob("*.json"))  # journal cleared after the commit
+    assert not list(pending.iterdir())  # journal cleared after the commit
 
     again = _finish(_start(config, tmp_path / "calls-3"))
     assert again["reused"] == n and again["generated"] == 0 and _count(tmp_path / "calls-3") == 0

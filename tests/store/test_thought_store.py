@@ -195,21 +195,26 @@ def test_commit_retries_a_lost_race(tmp_path, monkeypatch):
 
 def test_pending_journal(tmp_path):
     st = ThoughtStore(str(tmp_path))
-    good, torn = "1" * 64, "2" * 64
+    good, torn, other = "1" * 64, "2" * 64, "5" * 64
     sha, uri = st.put_blob(b"thought")
     now = datetime.now(timezone.utc)
-    st.put_pending(thought_row(good, blob_sha256=sha, blob_uri=uri, created_at=now))
     sha2, uri2 = st.put_blob(b"other")
-    st.put_pending(thought_row(torn, blob_sha256=sha2, blob_uri=uri2))
+    st.put_pending([thought_row(good, blob_sha256=sha, blob_uri=uri, created_at=now),
+                    thought_row(torn, blob_sha256=sha2, blob_uri=uri2)])
+    st.put_pending([thought_row(other, blob_sha256=sha, blob_uri=uri, created_at=now)])
+    pending = tmp_path / "thoughts/pending"
+    assert len(list(pending.glob("*.jsonl"))) == 2  # one file per batch
     Path(st.location(uri2)).write_bytes(b"overwritten")  # blob no longer matches its sha
-    (tmp_path / "thoughts/pending" / ("3" * 64 + ".json")).write_text("{not json")
-    got = st.pending_rows([good, torn, "3" * 64, "4" * 64])
-    assert [r["thought_id"] for r in got] == [good] and got[0]["created_at"] == now
-    assert st.commit(pa.Table.from_pylist(got, schema=THOUGHTS_SCHEMA)) == 0
+    (pending / ("3" * 64 + ".jsonl")).write_text("{not json\n[1]\n")
+    got = st.pending_rows([good, torn, "3" * 64, "4" * 64, other])
+    assert [r["thought_id"] for r in got] == [good, other] and got[0]["created_at"] == now
+    assert st.commit(pa.Table.from_pylist(got[:1], schema=THOUGHTS_SCHEMA)) == 0
     assert st.clear_pending([good, "4" * 64]) == 1
-    assert st.pending_rows([good]) == []
+    assert st.pending_rows([good, other]) == [got[1]]  # the other batch's entry stays
+    assert st.clear_pending([torn, other]) == 2 and st.pending_rows([other]) == []
+    assert [p.name for p in pending.iterdir()] == ["3" * 64 + ".jsonl"]  # foreign file left as it is
     with pytest.raises(ValueError):
-        st.put_pending(thought_row("../x"))
+        st.put_pending([thought_row("../x")])
 
 
 def test_run_tables_round_trip(tmp_path):
@@ -305,6 +310,6 @@ def test_s3_round_trip_with_moto(monkeypatch):
         assert st.read_run_table("r1", "preds")["x"].to_list() == [1]
         assert st.fs.exists("g2u-test/prefix/thoughts/manifest/_delta_log/00000000000000000001.json")
         tid = "5" * 64
-        st.put_pending(thought_row(tid, blob_sha256=sha, blob_uri=uri))
+        st.put_pending([thought_row(tid, blob_sha256=sha, blob_uri=uri)])
         assert [r["thought_id"] for r in st.pending_rows([tid])] == [tid]
         assert st.clear_pending([tid]) == 1 and st.pending_rows([tid]) == []
