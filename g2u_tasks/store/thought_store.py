@@ -534,8 +534,7 @@ class ThoughtStore:
         """Journal a batch's finished ok rows (their blobs already stored) until a commit takes them."""
         if not rows:
             return
-        text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows)
-        self._write_atomic(self._pending_rel([r["thought_id"] for r in rows]), text.encode("utf-8"))
+        self._write_atomic(self._pending_rel([r["thought_id"] for r in rows]), _jsonl(rows))
 
     def _pending_files(self) -> Iterator[tuple[str, list[dict[str, Any] | None]]]:
         """(path, rows) per journal file; a line that is not a JSON object reads as None."""
@@ -582,8 +581,7 @@ class ThoughtStore:
                 continue
             removed += dropped
             if keep:
-                text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in keep)
-                self._write_atomic(path[len(self._base) + 1:], text.encode("utf-8"))
+                self._write_atomic(path[len(self._base) + 1:], _jsonl(keep))
             else:
                 gone.append(path)
         if self._local is None and gone:
@@ -785,6 +783,11 @@ def _mtime(info: dict[str, Any]) -> float | None:
     if isinstance(value, datetime):
         return value.timestamp()
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    """Journal rows as JSON Lines."""
+    return "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows).encode("utf-8")
 
 
 def _json_object(line: str) -> dict[str, Any] | None:

@@ -332,7 +332,8 @@ def _pick(logits: torch.Tensor, emitted: int, plan: GreedyPlan, finished) -> tor
     """generate's greedy choice: float32 argmax, suppressed tokens and EOS before `min_new` barred,
     pad once ended."""
     scores = logits.to(torch.float32, copy=True)
-    barred = plan.suppress + (plan.eos if emitted < plan.min_new else ()) + (plan.begin_suppress if not emitted else ())
+    barred = (plan.suppress + (plan.eos if emitted < plan.min_new else ())
+              + (plan.begin_suppress if not emitted else ()))
     if barred:
         scores[:, list(barred)] = float("-inf")
     token = scores.argmax(-1)
