@@ -39,6 +39,9 @@ VARIANTS = (
     ("+ compile", {"compile": True}),
     ("+ compile + channels_last + fuse_qkv", {"channels_last": True, "fuse_qkv": True, "compile": True}),
     ("+ compile max-autotune", {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}),
+    ("+ compile + compile_vae", {"compile": True, "compile_vae": True}),
+    ("+ compile + compile_vae + tuning + channels_last + fuse_qkv",
+     {"compile": True, "compile_vae": True, "compile_tuning": True, "channels_last": True, "fuse_qkv": True}),
 )
 
 

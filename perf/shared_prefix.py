@@ -165,18 +165,21 @@ def agreement(a: list, b: list, labels: list[str]) -> dict:
     return out
 
 
-def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> dict:
+def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats, compiled: bool = False) -> dict:
     """Baseline-only batches: prefill forward alone, generate with 1 and with N new tokens, the
     backend's static-cache decoding (eager, and replayed as a CUDA graph), CPU image preprocessing of
     `batch` 640x480 photos at the model's size; token agreement of the backend's paths with generate."""
-    from PIL import Image
-    from transformers import CLIPImageProcessor
-
     rows, labels = sweep(config, batch, seed=1)
     rows = [r for r, lab in zip(rows, labels) if lab == "baseline"]
     ids = ps._collate([r.ids for r in rows], 0).to(device)
     mask = ps._collate([torch.ones(len(r.ids), dtype=torch.long) for r in rows], 0, ids.shape[1]).to(device)
     pix = ps._images([r.images[0] for r in rows], device, dtype)
+
+    new = gen_kwargs["max_new_tokens"]
+    prep = prep_s(batch, config)
+
+    def same(a, b) -> float:
+        return round(sum(torch.equal(x, y) for x, y in zip(a, b)) / len(a), 4)
 
     def timed(fn) -> float:
         fn()
@@ -198,19 +201,23 @@ def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> 
         align, ps.CACHE_ALIGN = ps.CACHE_ALIGN, 1  # the same without padding the cache to a multiple of 64
         unaligned = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda"))
         ps.CACHE_ALIGN = align
+        extra = {}
+        if compiled:  # the decode step through torch.compile, replayed as a graph; its first call compiles
+            t0 = time.perf_counter()
+            ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda", compiled=True)
+            backends.sync(device)
+            extra["compile_first_call_s"] = round(time.perf_counter() - t0, 1)
+            comp = timed(lambda: ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda",
+                                                    compiled=True))
+            extra.update(compiled_s=round(comp, 4), compiled_decode_step_s=round((comp - prefill) / max(1, new - 1), 5),
+                         compiled_vs_prefill_pct=round(100 * prefill / max(comp, prep), 1))
         answers = {"generate": model.generate(**inputs, **gen_kwargs)[:, ids.shape[1]:].cpu(),
                    "static": ps.generate_static(model, inputs, gen_kwargs, graphs=False),
                    "graphs": ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda")}
-    size = config.vision_config.image_size
-    proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    photos = [Image.new("RGB", (640, 480), (i % 255, 80, 160)) for i in range(batch)]
-    t0 = time.perf_counter()
-    proc(images=photos, return_tensors="pt")
-    prep = time.perf_counter() - t0
-    new = gen_kwargs["max_new_tokens"]
-
-    def same(a, b) -> float:
-        return round(sum(torch.equal(x, y) for x, y in zip(a, b)) / len(a), 4)
+        if compiled:
+            answers["compiled"] = ps.generate_static(model, inputs, gen_kwargs, graphs=device.type == "cuda",
+                                                     compiled=True)
+            extra["agreement_compiled_vs_graphs"] = same(answers["compiled"], answers["graphs"])
 
     # The backend prepares chunk k+1 on a worker thread while chunk k decodes: its end to end per
     # chunk is the longer of the two (and their sum if nothing overlapped).
@@ -224,7 +231,20 @@ def profile_single(model, config, batch, gen_kwargs, device, dtype, repeats) -> 
             "backend_vs_prefill_pct": round(100 * prefill / max(graphs, prep), 1),
             "backend_unoverlapped_vs_prefill_pct": round(100 * prefill / (graphs + prep), 1),
             "agreement_static_vs_generate": same(answers["static"], answers["generate"]),
-            "agreement_graphs_vs_static": same(answers["graphs"], answers["static"])}
+            "agreement_graphs_vs_static": same(answers["graphs"], answers["static"]), **extra}
+
+
+def prep_s(batch: int, config) -> float:
+    """CPU seconds to preprocess `batch` 640x480 photos at the model's image size."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    size = config.vision_config.image_size
+    proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    photos = [Image.new("RGB", (640, 480), (i % 255, 80, 160)) for i in range(batch)]
+    t0 = time.perf_counter()
+    proc(images=photos, return_tensors="pt")
+    return time.perf_counter() - t0
 
 
 def decode_kernels(model, config, batch, gen_kwargs, device, dtype) -> str:
@@ -254,6 +274,7 @@ def main(argv=None) -> dict:
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--single-only", action="store_true", help="only the single-prompt batch profile")
+    p.add_argument("--compile", action="store_true", help="with --single-only: also the decode step through torch.compile")
     p.add_argument("--kernels", action="store_true", help="with --single-only: top CUDA kernels of an eager decode")
     p.add_argument("--out")
     args = p.parse_args(argv)
@@ -276,7 +297,7 @@ def main(argv=None) -> dict:
     gen_kwargs = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "pad_token_id": 0,
                   "eos_token_id": 2, "bos_token_id": 1}
     if args.single_only:
-        prof = profile_single(model, config, batch, gen_kwargs, device, dtype, args.repeats)
+        prof = profile_single(model, config, batch, gen_kwargs, device, dtype, args.repeats, args.compile)
         print(f"single-prompt batch profile: {prof}")
         if args.kernels:
             print(decode_kernels(model, config, batch, gen_kwargs, device, dtype))

@@ -179,5 +179,6 @@ def test_speed_options_keep_the_images_close(specs):
     assert any(getattr(m, "fused_projections", False) for m in unet.modules())
     for a, b in zip(fast.generate(batch), plain):
         assert np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 2
-    compiled = get_generator(spec.model_copy(update={"params": {**spec.params, "compile": True}}))
+    compiled = get_generator(spec.model_copy(update={"params": {**spec.params, "compile": True, "compile_vae": True}}))
     assert type(compiled.backend.pipe.unet).__name__ == "OptimizedModule"
+    assert hasattr(compiled.backend.pipe.vae.decode, "_torchdynamo_orig_callable")

@@ -150,6 +150,10 @@ def test_share_prefix_param_is_checked(built):
         get_understander(_spec(built["llava"], share_prefix="yes"))
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
         get_understander(_spec(built["llava"], cuda_graphs=True))
+    compiled = get_understander(_spec(built["llava"], share_prefix=True, compile_decode=True))
+    assert compiled.compile_decode and "compiled decode step" in compiled.notes
+    with pytest.raises(ValueError, match="compile_decode"):
+        get_understander(_spec(built["llava"], compile_decode="fast"))
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -18,6 +18,9 @@
   fuse_qkv              default false: `pipe.fuse_qkv_projections()` (one projection for q, k and v)
   compile               default false: `torch.compile` of the denoiser (`compile_mode`: e.g.
                         "max-autotune-no-cudagraphs"; default torch's own)
+  compile_vae           default false: `torch.compile` of the VAE's decode (same `compile_mode`)
+  compile_tuning        default false: Inductor's convolution settings for UNets (1x1 convolutions
+                        as matmuls, coordinate-descent tuning, no epilogue fusion); process-wide
 The speed options change the kernels, so the images may differ in their last bits: as params they
 enter the thought key, which makes them another generator version.
 
@@ -49,8 +52,11 @@ log = logging.getLogger(__name__)
 KNOWN_PARAMS = frozenset({
     "dtype", "device", "num_inference_steps", "guidance_scale", "image_guidance_scale",
     "negative_prompt", "resolution", "area", "batch_size", "auto_resize", "call_kwargs",
-    "encode_once", "channels_last", "fuse_qkv", "compile", "compile_mode",
+    "encode_once", "channels_last", "fuse_qkv", "compile", "compile_mode", "compile_vae", "compile_tuning",
 })
+# Inductor settings diffusers' speed guide gives for UNets (`compile_tuning`).
+INDUCTOR_TUNING = {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "epilogue_fusion": False,
+                   "coordinate_descent_check_all_directions": True}
 # Passed only when set and, for all but the first two, when the pipeline's __call__ takes them.
 _OPTIONAL_CALL_PARAMS = ("num_inference_steps", "guidance_scale", "image_guidance_scale")
 
@@ -183,10 +189,21 @@ class DiffusersGenerator:
             if not hasattr(self.pipe, "fuse_qkv_projections"):
                 raise ValueError(f"{type(self.pipe).__name__} has no fuse_qkv_projections: drop `fuse_qkv`")
             self.pipe.fuse_qkv_projections()
+        if params.get("compile_tuning"):
+            import torch._inductor.config as inductor
+
+            for key, value in INDUCTOR_TUNING.items():
+                setattr(inductor, key, value)
+        mode = params.get("compile_mode")
         if params.get("compile"):
             if denoiser is None:
                 raise ValueError(f"{type(self.pipe).__name__} has no unet or transformer to compile")
-            setattr(self.pipe, name, torch.compile(denoiser, mode=params.get("compile_mode")))
+            setattr(self.pipe, name, torch.compile(denoiser, mode=mode))
+        if params.get("compile_vae"):
+            vae = getattr(self.pipe, "vae", None)
+            if vae is None:
+                raise ValueError(f"{type(self.pipe).__name__} has no vae to compile")
+            vae.decode = torch.compile(vae.decode, mode=mode)
 
     def _if_accepted(self, param: str, value):
         if value is None:

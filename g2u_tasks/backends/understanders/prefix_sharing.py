@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -348,13 +349,25 @@ def _graph_safe(cache) -> bool:
     return all(type(layer) is StaticLayer for layer in cache.layers)
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_forward(model):
+    """`model.forward` through `torch.compile` (default mode, no CUDA graphs of its own), once per
+    model: the decode step's norms, RoPE and activations fused into a few kernels."""
+    forward = _COMPILED.get(model)
+    if forward is None:
+        forward = _COMPILED[model] = torch.compile(model.forward)
+    return forward
+
+
 def decode_greedy(model, cache, mask: torch.Tensor, pos: torch.Tensor, feed: torch.Tensor, plan: GreedyPlan,
-                  graphs: bool = False, first: torch.Tensor | None = None) -> torch.Tensor:
+                  graphs: bool = False, first: torch.Tensor | None = None, compiled: bool = False) -> torch.Tensor:
     """New tokens (rows x steps) from a static `cache` holding `mask.shape[1]` columns (`mask`: 1 on
     real ones) with room for the rest: feeds `feed` (per row, at position `pos`) and then each chosen
     token, as `generate` does, until every row has ended or `plan.max_new` tokens are out (`first`:
     a token already chosen from the prefill). With `graphs` on CUDA the one-token step is captured
-    after one eager step and replayed."""
+    after one eager step and replayed; `compiled`: the step runs `_compiled_forward`."""
     rows, cols = mask.shape
     width = cache.layers[0].max_cache_len
     device = feed.device
@@ -362,9 +375,10 @@ def decode_greedy(model, cache, mask: torch.Tensor, pos: torch.Tensor, feed: tor
     mask4[:, 0, 0, :cols] = mask.to(device).bool()
     ids, positions = feed.view(rows, 1).clone(), pos.to(device).view(rows, 1).clone()
     kwargs = {_cache_name(model): cache, "use_cache": True, **_keep_last_logits(model)}
+    forward = _compiled_forward(model) if compiled else model
 
     def step() -> torch.Tensor:
-        return model(input_ids=ids, attention_mask=mask4, position_ids=positions, **kwargs).logits[:, -1]
+        return forward(input_ids=ids, attention_mask=mask4, position_ids=positions, **kwargs).logits[:, -1]
 
     eos = torch.tensor(plan.eos, device=device, dtype=torch.long)
     out = [first] if first is not None else []
@@ -429,7 +443,8 @@ def _window_ok(model, length: int) -> bool:
     return not window or length <= window
 
 
-def generate_static(model, inputs: dict, gen_kwargs: dict, graphs: bool = False) -> torch.Tensor | None:
+def generate_static(model, inputs: dict, gen_kwargs: dict, graphs: bool = False,
+                    compiled: bool = False) -> torch.Tensor | None:
     """New token ids of a left-padded batch (processor outputs on the model's device): one prefill
     into a static cache, then `decode_greedy`. None where `generate` must decode instead."""
     from transformers import StaticCache
@@ -444,12 +459,13 @@ def generate_static(model, inputs: dict, gen_kwargs: dict, graphs: bool = False)
                     **_keep_last_logits(model))
         first = _pick(out.logits[:, -1], 0, plan, None)
         del out
-        return decode_greedy(model, cache, mask, mask.sum(-1), first, plan, graphs, first=first).cpu()
+        return decode_greedy(model, cache, mask, mask.sum(-1), first, plan, graphs, first=first,
+                             compiled=compiled).cpu()
 
 
 def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, gen_kwargs: dict,
                     forward_cost: int = FORWARD_COST, static_decode: bool = True,
-                    graphs: bool = False) -> list[torch.Tensor] | None:
+                    graphs: bool = False, compiled: bool = False) -> list[torch.Tensor] | None:
     """New token ids per row, sharing each group's prefix; None when no two rows share one (or a
     row ends in an image token, or a sliding window would not cover the padded rows).
     `static_decode=False` (perf/shared_prefix.py's comparison only) decodes with `generate` from a
@@ -476,7 +492,8 @@ def generate_shared(model, rows: list[Row], pad_id: int, image_token_id: int, ge
         last = torch.stack([rows[i].ids[-1] for i in order])
         device = model.device
         if plan is not None:
-            new = decode_greedy(model, cache, mask, mask.sum(-1), last.to(device), plan, graphs).cpu()
+            new = decode_greedy(model, cache, mask, mask.sum(-1), last.to(device), plan, graphs,
+                                compiled=compiled).cpu()
         else:
             last = last.unsqueeze(1)
             ids, mask = torch.cat([ids, last], 1), torch.cat([mask, torch.ones_like(last)], 1)

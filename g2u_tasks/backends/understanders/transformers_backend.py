@@ -10,8 +10,9 @@ from one shared prefix and decode in one pass per chunk (prefix_sharing.py); gre
 the same as without it. On an H200 it runs a 9-prompt item sweep at 1.39x plain batched `generate`;
 on CPU with tiny shapes it is overhead-bound (docs/PERFORMANCE.md, "Shared prefix"). With it on, every
 chunk (shared or not) decodes greedily from a static cache, and `cuda_graphs` (true / false / auto, the
-default: on for CUDA) replays each chunk's one-token decode step as a CUDA graph. The run's notes say
-which of the two were on.
+default: on for CUDA) replays each chunk's one-token decode step as a CUDA graph; `compile_decode`
+(default false; its first call compiles for about 40 s) runs that step through `torch.compile`. The
+run's notes say which were on.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from g2u_tasks.config import ModelSpec
 EARLIER_OUTPUT_TEXT = "Here is the edited image."
 EARLIER_OUTPUT_LABEL = "The image above is the edited image you produced in your previous turn."
 PARAMS = frozenset({"max_new_tokens", "batch_size", "device", "dtype", "attn_implementation", "share_prefix",
-                    "cuda_graphs"})
+                    "cuda_graphs", "compile_decode"})
 
 
 @register_backend("transformers", PARAMS)
@@ -53,6 +54,7 @@ class TransformersUnderstander:
         self.cuda_graphs = _switch(params, "cuda_graphs", on_cuda)
         if self.cuda_graphs and not on_cuda:
             raise ValueError(f"transformers understander: cuda_graphs needs a CUDA device, not {self.device}")
+        self.compile_decode = _switch(params, "compile_decode", False)  # torch.compile of the decode step
 
         common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         self.processor = AutoProcessor.from_pretrained(self.model_path, **common)
@@ -72,7 +74,8 @@ class TransformersUnderstander:
         self.share_prefix = bool(share and self.image_token_id is not None
                                  and config.model_type in prefix_sharing.SHARED_MODEL_TYPES)
         if self.share_prefix:
-            decoding = "shared-prefix decoding" + (" with CUDA graphs" if self.cuda_graphs else "")
+            decoding = ("shared-prefix decoding" + (" with CUDA graphs" if self.cuda_graphs else "")
+                        + (", compiled decode step" if self.compile_decode else ""))
             self.notes = "; ".join(filter(None, [self.notes, decoding]))
         self.assistant_images = self._template_shows_assistant_images()
 
@@ -156,7 +159,8 @@ class TransformersUnderstander:
             for k, v in inputs.items()
         }
         if self.share_prefix:
-            new = prefix_sharing.generate_static(self.model, feats, self._gen_kwargs(), self.cuda_graphs)
+            new = prefix_sharing.generate_static(self.model, feats, self._gen_kwargs(), self.cuda_graphs,
+                                                 compiled=self.compile_decode)
             if new is not None:
                 return self._decode(new)
         with torch.inference_mode():
@@ -170,7 +174,8 @@ class TransformersUnderstander:
         if rows is None:
             return None
         new = prefix_sharing.generate_shared(self.model, rows, self.processor.tokenizer.pad_token_id,
-                                             self.image_token_id, self._gen_kwargs(), graphs=self.cuda_graphs)
+                                             self.image_token_id, self._gen_kwargs(), graphs=self.cuda_graphs,
+                                             compiled=self.compile_decode)
         return None if new is None else self._decode(new)
 
     def _answer_chunk(self, batch: list[UnderstandRequest], inputs) -> list[str]:
