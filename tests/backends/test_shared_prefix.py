@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from g2u_tasks.backends import registry
 from g2u_tasks.backends.tiny_models import TINY_BUILDERS
 from g2u_tasks.backends.understanders import get_understander, prefix_sharing
 from g2u_tasks.config import ModelSpec
@@ -154,6 +155,34 @@ def test_share_prefix_param_is_checked(built):
     assert compiled.compile_decode and "compiled decode step" in compiled.notes
     with pytest.raises(ValueError, match="compile_decode"):
         get_understander(_spec(built["llava"], compile_decode="fast"))
+    with pytest.raises(ValueError, match="compile_decode needs the static-cache decoding"):
+        get_understander(_spec(built["llava"], share_prefix=False, compile_decode=True))
+
+
+@pytest.mark.slow
+def test_compiled_decode_gives_the_same_answers(built, monkeypatch):
+    """compile_decode through the user's path (from_pretrained, answer()): in fp32 on CPU the compiled
+    decode step gives the eager step's answers, for shared and unshared chunks."""
+    from torch._dynamo.utils import counters
+
+    reqs, _ = sweep(3)
+    reqs = reqs[:12]
+    expected = get_understander(_spec(built["llava"], share_prefix=True, batch_size=5)).answer(reqs)
+    registry.clear()
+    und = get_understander(_spec(built["llava"], share_prefix=True, batch_size=5, compile_decode=True))
+    counters.clear()
+    paths = []
+    for name in ("generate_static", "generate_shared"):
+        real = getattr(prefix_sharing, name)
+        def record(*a, _real=real, _name=name, **k):
+            out = _real(*a, **k)
+            paths.append((_name, k.get("compiled"), out is not None))  # True: this path decoded the chunk
+            return out
+
+        monkeypatch.setattr(prefix_sharing, name, record)
+    assert und.answer(reqs) == expected
+    assert counters["stats"]["unique_graphs"] >= 1  # the step really went through torch.compile
+    assert {("generate_static", True, True), ("generate_shared", True, True)} <= set(paths), paths
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -110,3 +110,22 @@ def test_cuda_graph_decode_matches_eager(tmp_path, build, monkeypatch):
     assert graphs.cuda_graphs and "shared-prefix decoding with CUDA graphs" in graphs.notes
     assert graphs.answer(reqs) == expected
     assert len(captured) == (len(graphs._chunks(reqs)) if safe else 0) and all(c is not None for c in captured)
+
+
+def test_compiled_decode_matches_eager_on_cuda(tmp_path):
+    """compile_decode on CUDA: the compiled step, captured and replayed as a CUDA graph, gives the
+    eager replayed step's answers in fp32 (kernels change; fp32 keeps greedy choices apart)."""
+    from torch._dynamo.utils import counters
+
+    path = TINY_BUILDERS["tiny-llava"](tmp_path / "tiny-llava")
+    base = {"max_new_tokens": 6, "dtype": "float32", "device": "cuda", "batch_size": 4, "share_prefix": True}
+    reqs = _requests()
+    reqs.append(UnderstandRequest(reqs[1].images, "Is there a dog? Answer yes or no."))  # shares reqs[1]'s image
+    expected = get_understander(ModelSpec(backend="transformers", model=str(path), params=base)).answer(reqs)
+    registry.clear()
+    compiled = get_understander(ModelSpec(backend="transformers", model=str(path),
+                                          params={**base, "compile_decode": True}))
+    assert "with CUDA graphs, compiled decode step" in compiled.notes
+    counters.clear()
+    assert compiled.answer(reqs) == expected
+    assert counters["stats"]["unique_graphs"] >= 1

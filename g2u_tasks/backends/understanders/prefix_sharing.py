@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import weakref
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -349,15 +348,12 @@ def _graph_safe(cache) -> bool:
     return all(type(layer) is StaticLayer for layer in cache.layers)
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _compiled_forward(model):
-    """`model.forward` through `torch.compile` (default mode, no CUDA graphs of its own), once per
-    model: the decode step's norms, RoPE and activations fused into a few kernels."""
-    forward = _COMPILED.get(model)
+    """`model.forward` through `torch.compile` (default mode, no CUDA graphs of its own), kept on the
+    model (it goes with it): the decode step's norms, RoPE and activations fused into a few kernels."""
+    forward = model.__dict__.get("_g2u_compiled_forward")
     if forward is None:
-        forward = _COMPILED[model] = torch.compile(model.forward)
+        forward = model._g2u_compiled_forward = torch.compile(model.forward)
     return forward
 
 

@@ -73,6 +73,9 @@ class TransformersUnderstander:
         self.image_token_id = getattr(config, "image_token_id", None)
         self.share_prefix = bool(share and self.image_token_id is not None
                                  and config.model_type in prefix_sharing.SHARED_MODEL_TYPES)
+        if self.compile_decode and not self.share_prefix:
+            raise ValueError("transformers understander: compile_decode needs the static-cache decoding of "
+                             f"share_prefix ({', '.join(sorted(prefix_sharing.SHARED_MODEL_TYPES))} models)")
         if self.share_prefix:
             decoding = ("shared-prefix decoding" + (" with CUDA graphs" if self.cuda_graphs else "")
                         + (", compiled decode step" if self.compile_decode else ""))
