@@ -42,6 +42,8 @@ VARIANTS = (
     ("+ compile + compile_vae", {"compile": True, "compile_vae": True}),
     ("+ compile + compile_vae + tuning + channels_last + fuse_qkv",
      {"compile": True, "compile_vae": True, "compile_tuning": True, "channels_last": True, "fuse_qkv": True}),
+    ("+ compile + compile_vae, batch 48", {"compile": True, "compile_vae": True, "batch_size": 48}),
+    ("+ compile reduce-overhead + compile_vae", {"compile": True, "compile_vae": True, "compile_mode": "reduce-overhead"}),
 )
 
 
@@ -158,8 +160,8 @@ def main(argv=None) -> dict:
             out, secs = timed(device, lambda: gen.generate(reqs), args.repeats)
         assert [im.size for im in out] == [im.size for im in first]
         eager = eager or (out if not extra.get("compile") and not extra.get("channels_last") else None)
-        near = ref.get(args.project_batch)
-        rows.append({"path": name, "batch": args.project_batch, "seconds": round(secs, 3),
+        near = ref.get(extra.get("batch_size", args.project_batch))
+        rows.append({"path": name, "batch": extra.get("batch_size", args.project_batch), "seconds": round(secs, 3),
                      "images_per_s": round(len(reqs) / secs, 3), "peak_gpu_gib": backends.peak_gib(device),
                      "load_and_warm_s": round(warm, 1), "params": extra,
                      "vs_plain_same_batch": closeness(out, near) if near else None,

@@ -82,26 +82,32 @@ class ScoredRun:
 
 def score_run(items: pl.DataFrame, predictions: pl.DataFrame, judge: JudgeSpec | None = None) -> ScoredRun:
     """Score every prediction once, per run x benchmark x condition x mode x seed; the scored
-    predictions keep the order they came in."""
+    predictions keep the order they came in (each verdict is written at its row's position)."""
     by_ref = items_from_table(items)
-    predictions = with_all_columns(predictions).with_row_index(_ROW)  # the verdicts come back in this order
-    run = ScoredRun(predictions.drop(_ROW))
-    scored: list[pl.DataFrame] = []
+    predictions = with_all_columns(predictions)
+    n = predictions.height
+    extracted, correct, reason = [None] * n, [None] * n, [NO_ITEM] * n
+    run = ScoredRun(predictions)
     pool = JudgePool(judge)
     try:
-        for key, part in predictions.group_by(GROUP_KEYS, maintain_order=True):
+        keyed = predictions.select(*GROUP_KEYS, "item_id", "raw_output").with_row_index(_ROW)
+        for key, part in keyed.group_by(GROUP_KEYS, maintain_order=True):
             benchmark = key[1]
             suite, label = suite_of(benchmark)
             rows = {i: row_from_item(by_ref[(benchmark, i)], out)
                     for i, out in zip(part["item_id"], part["raw_output"]) if (benchmark, i) in by_ref}
             note = score_rows(suite, list(rows.values()), pool)
-            scored.append(_fill(part, rows))
+            for at, i in zip(part[_ROW], part["item_id"]):
+                if (row := rows.get(i)) is not None:
+                    extracted[at], correct[at], reason[at] = row.extracted, row.hit, row.unscored_reason
             # metrics() re-aggregates a group's rows only for a suite with an aggregation: keep none otherwise
             run.groups[tuple(key)] = _Group(label, suite, note, rows if suite.aggregate is not None else {})
     finally:
         pool.close()
-    if scored:
-        run.predictions = pl.concat(scored, how="vertical").sort(_ROW).drop(_ROW)
+    if n:
+        run.predictions = predictions.with_columns(
+            pl.Series("extracted_answer", extracted, pl.String), pl.Series("correct", correct, pl.Boolean),
+            pl.Series("unscored_reason", reason, pl.String))
     return run
 
 
@@ -110,15 +116,6 @@ def with_all_columns(predictions: pl.DataFrame) -> pl.DataFrame:
     schema = pl.from_arrow(PREDICTIONS_SCHEMA.empty_table()).schema
     missing = [pl.lit(None, dtype).alias(c) for c, dtype in schema.items() if c not in predictions.columns]
     return predictions.with_columns(missing).select(list(schema)) if missing else predictions
-
-
-def _fill(part: pl.DataFrame, rows: dict[str, Row]) -> pl.DataFrame:
-    found = [rows.get(i) for i in part["item_id"]]
-    return part.with_columns(
-        pl.Series("extracted_answer", [r.extracted if r else None for r in found], pl.String),
-        pl.Series("correct", [r.hit if r else None for r in found], pl.Boolean),
-        pl.Series("unscored_reason", [r.unscored_reason if r else NO_ITEM for r in found], pl.String),
-    )
 
 
 def _official_table(official: dict[tuple, dict[str, list[dict]]]) -> pa.Table:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 import polars as pl
+import pyarrow as pa
 
 from g2u_tasks import jobs
 from g2u_tasks.backends import registry
@@ -56,6 +57,27 @@ def planned_tasks(cfg: RunConfig, items: list[Item], families: list[EditFamily],
         yield plan_understanding(chunk, planned, cfg.modes, manifest, run_id, cfg.gate_psnr_db)
 
 
+PART_ROWS = 4096  # predictions per part file: a run of thousands of batches writes a few dozen files
+
+
+class PartWriter:
+    """Batches' predictions written as parts of PART_ROWS rows or more, in the order they finish."""
+
+    def __init__(self, store: ThoughtStore, run_id: str):
+        self.store, self.run_id, self.held, self.index = store, run_id, [], 0
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.held.append(table)
+        if sum(t.num_rows for t in self.held) >= PART_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.held:
+            self.store.write_run_part(self.run_id, "predictions", self.index, pa.concat_tables(self.held))
+            self.index, self.held = self.index + 1, []
+
+
 def run_understanding(cfg: RunConfig, dataset_version: int | None, materialised: dict | None = None,
                       batching: Batching = Batching()) -> str:
     """Answer every item under baseline and each thought x mode at `dataset_version` (None: latest);
@@ -83,12 +105,13 @@ def run_understanding(cfg: RunConfig, dataset_version: int | None, materialised:
         name, notes = (batching.load_understander or describe_understander)(cfg.understander)
         notes = run_notes(cfg, notes)
         log.info("run %s: %d items, %d understanding calls with %s", run_id, len(items), n_tasks, name)
-        for index, (table, bad) in enumerate(batching.each(
+        parts = PartWriter(store, run_id)
+        for table, bad in batching.each(
                 "answering", answer_batch, batches, count_failed=lambda result: len(result[1]), store=store,
-                understander_spec=cfg.understander, run_id=run_id)):
-            if table.num_rows:
-                store.write_run_part(run_id, "predictions", index, table)
+                understander_spec=cfg.understander, run_id=run_id):
+            parts.add(table)
             quarantined += bad
+        parts.flush()
     store.write_run_table(run_id, "items", items_file)
     store.write_run_table(run_id, "quarantine", quarantine_table(quarantined))
     m = materialised or {}

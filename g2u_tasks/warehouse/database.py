@@ -4,6 +4,8 @@ Each load replaces the rows it supersedes (same key) inside one transaction, so 
 never duplicates a row; a run's large parts are staged first, committed part by part (STAGE_SCHEMA)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import time
@@ -16,6 +18,8 @@ import pyarrow as pa
 
 from g2u_tasks.records import SCHEMAS
 from g2u_tasks.warehouse import views
+
+LOG = logging.getLogger(__name__)
 
 # table -> columns identifying the rows a new load replaces
 REPLACE_KEYS = {
@@ -49,6 +53,9 @@ LOCK_WAIT_ENV = "G2U_WAREHOUSE_LOCK_WAIT_S"
 DEFAULT_LOCK_WAIT_S = 60.0
 # Row groups of the read-write warehouse (DuckDB default 122,880): see `_attach_read_write`.
 ROW_GROUP_ROWS = 16_384
+# DuckDB's buffer pool during a load (default 80% of RAM: blocks written stay cached, so a load's
+# memory grew with the run); what does not fit spills to `<warehouse>.tmp`, as DuckDB does for a file.
+LOAD_MEMORY_LIMIT = "128MB"
 
 
 class WarehouseLockedError(RuntimeError):
@@ -117,6 +124,8 @@ def _attach_read_write(path: Path) -> duckdb.DuckDBPyConnection:
         name = '"' + path.stem.replace('"', '""') + '"'
         con.execute(f"ATTACH ? AS {name} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})", [str(path)])
         con.execute(f"USE {name}")
+        # an in-memory connection would spill to `.tmp` in the working directory
+        con.execute("SET temp_directory = ?", [f"{path}.tmp"])
     except BaseException:
         con.close()
         raise
@@ -202,15 +211,42 @@ def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFra
     their rows replace nothing (a `before` statement deletes what they supersede), and the runs they
     belong to must be among those `tables` load. `keyed_parts`: tables upserted part by part, never
     held whole, replacing the rows with their keys. Parts are staged first (STAGE_SCHEMA), then moved
-    in by the one transaction. A write that fails (disk full) raises WarehouseWriteError, loading nothing."""
+    in by the one transaction. A write that fails (disk full) raises WarehouseWriteError, loading nothing.
+
+    The load runs under LOAD_MEMORY_LIMIT; a move-in that needs more (deriving a very large run's
+    rows) is rolled back and run again without it, from the staged parts."""
+    con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
     try:
-        written = _stage(con, {**(keyed_parts or {}), **(parts or {})})
-        con.execute("BEGIN TRANSACTION")
+        staged = _stage(con, {**(keyed_parts or {}), **(parts or {})})
+        try:
+            written = _move_in(con, tables, before, staged, keyed_parts or {})
+        except duckdb.OutOfMemoryException:
+            LOG.info("warehouse load needs more than %s; moving in again without the limit", LOAD_MEMORY_LIMIT)
+            con.execute("RESET memory_limit")
+            written = _move_in(con, tables, before, staged, keyed_parts or {})
+    except Exception as err:
+        if _is_write_failure(err):
+            raise WarehouseWriteError(f"warehouse load not written, nothing was loaded: {_cause(err)}") from err
+        raise
+    finally:
+        with contextlib.suppress(duckdb.Error):  # a connection a failure has closed keeps its error
+            con.execute("RESET memory_limit")
+    con.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
+    return written
+
+
+def _move_in(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFrame],
+             before: list[tuple[str, list]], staged: dict[str, int], keyed: Iterable[str]) -> dict[str, int]:
+    """The one transaction of a load: `before`, the small tables, the staged ones, the derived rows.
+    Rolled back on any error; returns rows written per table."""
+    written = dict(staged)
+    con.execute("BEGIN TRANSACTION")
+    try:
         for sql, params in before:
             con.execute(sql, params)
         # before the rows they compare with are replaced
         stale = set(views.affected_runs(con, {name: _narrow(name, data) for name, data in tables.items()}))
-        for name in keyed_parts or {}:
+        for name in keyed:
             if name == "thoughts":  # runs using a thought it changes
                 stale.update(views.affected_runs(con, {}, f"{STAGE_SCHEMA}.{name}"))
             _delete_superseded(con, name, [f"{STAGE_SCHEMA}.{name}"])
@@ -220,20 +256,17 @@ def load(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | pl.DataFra
             for arrow in _slices(name, data):
                 _insert(con, name, arrow)
                 written[name] += arrow.num_rows
-        for name in written.keys() - tables.keys():
+        for name in staged:
             cols = ", ".join(f'"{c}"' for c in con.table(f"{STAGE_SCHEMA}.{name}").columns)
             con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {STAGE_SCHEMA}.{name}")
         views.refresh_runs(con, sorted(stale))  # the per-run derived tables reports read, in the same transaction
         con.execute("COMMIT")
-    except Exception as err:
+    except Exception:
         try:
             con.execute("ROLLBACK")
         except duckdb.TransactionException:
             pass  # no transaction, or a failed COMMIT has already ended it; keep the error that matters
-        if _is_write_failure(err):
-            raise WarehouseWriteError(f"warehouse load not written, nothing was loaded: {_cause(err)}") from err
         raise
-    con.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
     return written
 
 

@@ -113,6 +113,33 @@ def test_parts_are_staged_then_moved_in_by_one_transaction(tmp_path):
     con.close()
 
 
+def test_a_move_in_over_the_memory_limit_runs_again_without_it(tmp_path, monkeypatch, caplog):
+    """Deriving a large run's rows may need more than LOAD_MEMORY_LIMIT: DuckDB's real out-of-memory
+    error rolls the move-in back and it runs again, unlimited, from the staged parts; the result is the
+    same as an unlimited load's, and the connection's limit is its default again."""
+    from g2u_tasks.records import RUNS_SCHEMA
+
+    rows = [("B", str(i), c, m, None if c == "baseline" else f"t{i}", "A", i % 3 == 0)
+            for i in range(20_000) for c, m in (("baseline", "baseline"), ("identity", "concat"))]
+    run = pa.Table.from_pylist([{"run_id": "r1", "status": "completed"}], schema=RUNS_SCHEMA)
+    derived = {}
+    for limit in ("8MB", warehouse.LOAD_MEMORY_LIMIT):
+        monkeypatch.setattr(warehouse, "LOAD_MEMORY_LIMIT", limit)
+        con = warehouse.connect(tmp_path / f"{limit}.duckdb")
+        default = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        caplog.clear()
+        with caplog.at_level("INFO", logger=warehouse.__name__):
+            written = warehouse.load(con, {"runs": run}, parts={"predictions": [_preds(rows=rows)]})
+        assert written == {"predictions": 40_000, "runs": 1}
+        assert ("needs more than 8MB" in caplog.text) == (limit == "8MB")
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone() == default
+        assert con.execute("SELECT current_setting('temp_directory')").fetchone() == (f"{tmp_path / limit}.duckdb.tmp",)
+        assert _staged_tables(con) == []
+        derived[limit] = con.execute("SELECT * FROM derived_paired_items ORDER BY ALL").fetchall()
+        con.close()
+    assert len(derived["8MB"]) == 20_000 and derived["8MB"] == derived[warehouse.LOAD_MEMORY_LIMIT]
+
+
 def test_gain_report_computes_gain_over_baseline(tmp_path):
     path = tmp_path / "w.duckdb"
     con = warehouse.connect(path)
