@@ -87,7 +87,7 @@ def score_run(items: pl.DataFrame, predictions: pl.DataFrame, judge: JudgeSpec |
     predictions = with_all_columns(predictions)
     n = predictions.height
     extracted, correct, reason = [None] * n, [None] * n, [NO_ITEM] * n
-    run = ScoredRun(predictions)
+    groups: dict[tuple, _Group] = {}
     pool = JudgePool(judge)
     try:
         keyed = predictions.select(*GROUP_KEYS, "item_id", "raw_output").with_row_index(_ROW)
@@ -101,14 +101,12 @@ def score_run(items: pl.DataFrame, predictions: pl.DataFrame, judge: JudgeSpec |
                 if (row := rows.get(i)) is not None:
                     extracted[at], correct[at], reason[at] = row.extracted, row.hit, row.unscored_reason
             # metrics() re-aggregates a group's rows only for a suite with an aggregation: keep none otherwise
-            run.groups[tuple(key)] = _Group(label, suite, note, rows if suite.aggregate is not None else {})
+            groups[tuple(key)] = _Group(label, suite, note, rows if suite.aggregate is not None else {})
     finally:
         pool.close()
-    if n:
-        run.predictions = predictions.with_columns(
-            pl.Series("extracted_answer", extracted, pl.String), pl.Series("correct", correct, pl.Boolean),
-            pl.Series("unscored_reason", reason, pl.String))
-    return run
+    return ScoredRun(predictions.with_columns(
+        pl.Series("extracted_answer", extracted, pl.String), pl.Series("correct", correct, pl.Boolean),
+        pl.Series("unscored_reason", reason, pl.String)), groups)
 
 
 def with_all_columns(predictions: pl.DataFrame) -> pl.DataFrame:
