@@ -372,22 +372,26 @@ class ThoughtStore:
         return _with_current_schema(df, names)
 
     def manifest_slices(self, version: int | None = None, where: pl.Expr | None = None,
-                        slice_rows: int | None = None) -> Iterator[pl.DataFrame]:
+                        slice_rows: int | None = None, columns: Iterable[str] | None = None) -> Iterator[pl.DataFrame]:
         """The manifest rows at a version (latest when None) that match `where`, about `slice_rows`
         (default SLICE_ROWS) at a time, read straight from the table's files: never all at once. Rows are dealt to
-        slices by a hash of thought_id, so all rows of one thought_id are in one slice."""
+        slices by a hash of thought_id, so all rows of one thought_id are in one slice. `columns`: only
+        those (THOUGHTS_SCHEMA names; `where` may read others), the rest never decoded."""
         dt = self._delta_table(version)
         if dt is None:
             return
+        names = THOUGHTS_SCHEMA.names if columns is None else [n for n in THOUGHTS_SCHEMA.names if n in set(columns)]
+        wanted_cols = {"thought_id", *names, *(_CHOSEN_FROM if "chosen_family" in names else ())}  # id: the slicing
         stored = set(dt.schema().to_arrow().names)
         wanted = pl.scan_delta(self.manifest_uri, version=dt.version(), storage_options=self.delta_storage_options,
-                               credential_provider=None).select([n for n in THOUGHTS_SCHEMA.names if n in stored])
+                               credential_provider=None)
         if where is not None:
             wanted = wanted.filter(where)
         count = max(1, -(-wanted.select(pl.len()).collect(engine="streaming").item() // (slice_rows or SLICE_ROWS)))
+        wanted = wanted.select([n for n in THOUGHTS_SCHEMA.names if n in stored and n in wanted_cols])
         for k in range(count):
             part = wanted.filter(pl.col("thought_id").hash() % count == k) if count > 1 else wanted
-            yield _with_current_schema(part.collect(engine="streaming"))
+            yield _with_current_schema(part.collect(engine="streaming"), names)
 
     def existing_ok(self, thought_ids: Iterable[str], version: int | None = None) -> pl.DataFrame:
         """The requested thought_ids that have an "ok" manifest row (columns thought_id, status)."""
@@ -648,11 +652,12 @@ class ThoughtStore:
         """The parts one at a time (`columns`: only those of them that a part has)."""
         for path in self.run_parts(run_id, name):
             with self.fs.open(path, "rb") as f:
-                if columns is not None:
+                picked = None
+                if columns is not None:  # per part: an older part may lack a column a newer one has
                     have = set(pq.read_schema(f).names)
                     f.seek(0)
-                    columns = [c for c in columns if c in have]
-                yield pl.read_parquet(f, columns=columns)
+                    picked = [c for c in columns if c in have]
+                yield pl.read_parquet(f, columns=picked)
 
     def write_run_json(self, run_id: str, name: str, obj: Any) -> str:
         text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)

@@ -19,6 +19,9 @@ from g2u_tasks.warehouse.validation import validate
 
 # what scoring reads of a prediction
 SCORING_COLUMNS = ["run_id", "benchmark", "item_id", "condition", "mode", "seed", "raw_output"]
+# what validation reads of a prediction (and a quarantine row keeps): all but the prompt, the widest
+# column, which only the load reads
+VALIDATED_COLUMNS = [c for c in PREDICTIONS_SCHEMA.names if c != "prompt"]
 CHUNK_ROWS = 4096  # rows validated and loaded at once (what a chunk costs grows with it)
 CONCAT_PARTS = 256  # parts concatenated at once when scoring reads them (see _concat)
 _ROW = "_chunk_row"
@@ -33,12 +36,14 @@ class CheckedPredictions:
     failed: dict[int, list[int]] = field(default_factory=dict)  # chunk -> its rows failing the suite
     quarantine: list[dict] = field(default_factory=list)  # their quarantine rows
 
-    def chunks(self) -> Iterator[pl.DataFrame]:
+    def chunks(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         """Consecutive parts, CHUNK_ROWS rows or more at a time (Great Expectations costs about as
         much per call as per thousands of rows), with their verdicts, in PREDICTIONS_SCHEMA's
-        columns (older run files gain the newer ones)."""
+        columns (older run files gain the newer ones); `columns`: only those."""
+        names = [c for c in PREDICTIONS_SCHEMA.names if columns is None or c in columns]
         offset, held = 0, []
-        parts = self.store.iter_run_parts(self.run_id, "predictions")
+        parts = self.store.iter_run_parts(self.run_id, "predictions",
+                                          columns=None if columns is None else [c for c in names if c not in VERDICT_COLUMNS])
         for part in itertools.chain(parts, [None]):
             if part is not None:
                 held.append(part)
@@ -49,7 +54,7 @@ class CheckedPredictions:
                 verdicts = self.scored.predictions.slice(offset, rows).select(VERDICT_COLUMNS)
                 offset += rows
                 chunk = chunk.drop([c for c in VERDICT_COLUMNS if c in chunk.columns]).hstack(verdicts)
-                yield with_all_columns(chunk).select(PREDICTIONS_SCHEMA.names)
+                yield with_all_columns(chunk).select(names)
 
     def good_chunks(self) -> Iterator[pl.DataFrame]:
         """The chunks without the rows that failed validation (those are in `quarantine`)."""
@@ -85,7 +90,7 @@ def check_predictions(store: ThoughtStore, run_id: str, items: pl.DataFrame,
     frame = _concat(store.iter_run_parts(run_id, "predictions", columns=SCORING_COLUMNS))
     checked = CheckedPredictions(store, run_id, score_run(items, frame, judge))
     del frame
-    for i, chunk in enumerate(checked.chunks()):
+    for i, chunk in enumerate(checked.chunks(VALIDATED_COLUMNS)):
         checked.offsets.append(checked.offsets[-1] + chunk.height)
         _, bad = validate("predictions", chunk.with_row_index(_ROW))
         if bad.is_empty():
@@ -93,6 +98,6 @@ def check_predictions(store: ThoughtStore, run_id: str, items: pl.DataFrame,
         checked.failed[i] = bad[_ROW].to_list()
         checked.quarantine += [
             quarantine_row(run_id, "predictions", r.get("benchmark"), r.get("item_id"), r["reasons"],
-                           {k: v for k, v in r.items() if k not in ("reasons", "prompt", _ROW)})
+                           {k: v for k, v in r.items() if k not in ("reasons", _ROW)})
             for r in bad.iter_rows(named=True)]
     return checked

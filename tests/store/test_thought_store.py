@@ -239,6 +239,9 @@ def test_run_parts_in_index_order_replaced_as_a_whole_and_older_single_files_rea
         "part-000000.parquet", "part-000002.parquet", "part-000010.parquet"]
     narrow = list(st.iter_run_parts("r1", "predictions", columns=["i", "not_there"]))
     assert [f.columns for f in narrow] == [["i"]] * 3 and [f["i"][0] for f in narrow] == [0, 2, 10]
+    # columns are picked per part: a newer part's column is read though an older part lacks it
+    st.write_run_part("r1", "predictions", 11, pa.table({"i": [11], "wide": ["y"], "new": [1]}))
+    assert [f.columns for f in st.iter_run_parts("r1", "predictions", columns=["i", "new"])] == [["i"]] * 3 + [["i", "new"]]
     st.clear_run_parts("r1", "predictions")
     assert st.run_parts("r1", "predictions") == []
     # a run stored before parts existed: its one predictions.parquet is its only part

@@ -1,6 +1,8 @@
 """A run's thoughts validated and loaded slice by slice, straight from the manifest's files."""
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from g2u_tasks.store import thought_store as store_mod
@@ -36,6 +38,10 @@ def test_manifest_slices_are_bounded_and_keep_each_thought_id_in_one_slice(tmp_p
     assert sorted(ids) == sorted(st.manifest()["thought_id"].to_list())  # every row once
     assert sum("x" in s["thought_id"].to_list() for s in slices) == 1  # both "x" rows in one slice
     assert slices[0].columns == st.manifest().columns
+    narrow = list(st.manifest_slices(slice_rows=3, columns=["status", "chosen_family"]))
+    assert [s.columns for s in narrow] == [["status", "chosen_family"]] * 4  # sliced by thought_id all the same
+    assert [s.height for s in narrow] == [s.height for s in slices]
+    assert pl.concat(narrow).sort("status").equals(st.manifest().select("status", "chosen_family").sort("status"))
     pinned = [t for s in st.manifest_slices(0, where=pl.col("thought_id") != "t0", slice_rows=3)
               for t in s["thought_id"].to_list()]
     assert sorted(pinned) == sorted([f"t{i}" for i in range(1, 10)] + ["x"])  # v0: "x" once
@@ -49,6 +55,10 @@ def test_check_thoughts_sees_duplicates_across_slices_and_loads_the_rest(tmp_pat
     assert checked.failed == {"x"}
     assert [q["item_id"] for q in checked.quarantine] == ["item-x", "item-x"]
     assert all("thought id appears twice" in q["reason"] for q in checked.quarantine)
+    # a quarantine row keeps the row as validated: without the wide prompt and key (both in the manifest)
+    kept = json.loads(checked.quarantine[0]["record"])
+    assert kept["thought_id"] == "x" and kept["status"] in ("ok", "failed")
+    assert "prompt" not in kept and "key_json" not in kept
 
     con = warehouse.connect(tmp_path / "wh.duckdb")
     try:
